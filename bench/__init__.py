@@ -1,0 +1,1 @@
+"""archbench: forward/backward benchmarks of PyTorch architectures, with reports under reports/."""

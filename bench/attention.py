@@ -1,0 +1,100 @@
+"""Registry of attention implementations behind one signature: `attn(q, k, v, *, causal) -> out`.
+
+Tensors are `(batch, heads, seq, head_dim)`, as for `scaled_dot_product_attention`; `causal=True` is
+SDPA's `is_causal=True` mask (top-left aligned when `seqlen_q != seqlen_k`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+AttentionFn = Callable[..., torch.Tensor]
+
+
+def naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+    """Plain PyTorch: materialise the score matrix, mask, softmax, multiply by V."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def sdpa(backend: SDPBackend | None) -> AttentionFn:
+    """`scaled_dot_product_attention`, restricted to one backend (or left to PyTorch's choice)."""
+
+    def attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        context = sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
+        with context:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    return attn
+
+
+def triton_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+    """archbench's Triton fused kernel (imported on first use, so triton loads only when asked)."""
+    from kernels import flash_attention
+
+    return flash_attention(q, k, v, causal=causal)
+
+
+@dataclass(frozen=True)
+class AttentionImpl:
+    """A registry entry: the callable and, for entries that need it, a device requirement."""
+
+    name: str
+    fn: AttentionFn
+    needs_cuda: bool = False
+
+    def unavailable(self, device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool) -> str | None:
+        """Why this implementation cannot run these inputs here, or None when it can."""
+        return _probe(self.name, device.type, dtype, head_dim, causal)
+
+
+ATTENTION: dict[str, AttentionImpl] = {
+    impl.name: impl
+    for impl in (
+        AttentionImpl("naive", naive),
+        AttentionImpl("sdpa", sdpa(None)),
+        AttentionImpl("sdpa_flash", sdpa(SDPBackend.FLASH_ATTENTION)),
+        AttentionImpl("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
+        AttentionImpl("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION)),
+        AttentionImpl("sdpa_math", sdpa(SDPBackend.MATH)),
+        AttentionImpl("triton", triton_flash, needs_cuda=True),
+    )
+}
+
+
+@functools.cache
+def _probe(name: str, device_type: str, dtype: torch.dtype, head_dim: int, causal: bool) -> str | None:
+    """Run the implementation once, forward and backward, on a tiny input; the error is the reason."""
+    impl = ATTENTION[name]
+    if impl.needs_cuda and device_type != "cuda":
+        return f"{name} needs a CUDA GPU"
+    q = torch.randn(1, 2, 16, head_dim, device=device_type, dtype=dtype, requires_grad=True)
+    try:
+        with warnings.catch_warnings():  # SDPA warns once per rejected backend; the reason says it all
+            warnings.simplefilter("ignore")
+            impl.fn(q, q, q, causal=causal).sum().backward()
+    except (RuntimeError, ValueError, ImportError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        mask = " causal" if causal else ""
+        return f"{name} has no kernel for {str(dtype).removeprefix('torch.')} head_dim={head_dim}{mask} " \
+               f"on {device_type} ({detail})"
+    return None
+
+
+def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int, *,
+                    causal: bool, with_backward: bool = False) -> int:
+    """FLOPs of attention as FlashAttention's benchmarks count them: the two matmuls, 4*B*H*Sq*Sk*D
+    forward, halved under a causal mask; with the backward (2.5x the forward) 3.5x that."""
+    forward = 4 * batch * heads * seqlen_q * seqlen_k * head_dim // (2 if causal else 1)
+    return int(forward * 3.5) if with_backward else forward

@@ -1,0 +1,226 @@
+"""Turns a Case into a result row: build the model and a synthetic batch, warm up, time the rounds with
+pytest-benchmark (the GPU synchronised inside each round), count FLOPs, read peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.cases import Case
+from bench.environment import fingerprint
+from bench.models import MODELS, Batch
+from bench.models.spec import ModelSpec
+from bench.models.transformer import SelfAttention
+from bench.precision import PRECISIONS, Precision
+
+Step = Callable[[], None]
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc only
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to time: on which device, for how long, with how many warm-up rounds."""
+
+    device: torch.device
+    max_time: float = 1.0  # seconds of timed rounds to aim for
+    min_rounds: int = 5
+    warmup_rounds: int = 3  # the first also pays for autotuning and cudnn.benchmark's search
+    max_rounds: int = 10_000
+
+
+def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, precision: Precision,
+              device: torch.device) -> Step:
+    """One round of work: `fwd` in inference mode; `fwdbwd` forward, loss, backward; `step` the seed's
+    training step (AdamW, GradScaler under fp16, gradient clipping at norm 1)."""
+    scaler = precision.scaler(device)
+
+    def forward_loss() -> torch.Tensor:
+        with precision.autocast(device):
+            return spec.loss(model(*batch.inputs), batch.target)
+
+    if phase == "fwd":
+        model.eval()
+
+        def fwd() -> None:
+            with torch.inference_mode(), precision.autocast(device):
+                model(*batch.inputs)
+
+        return fwd
+
+    model.train()
+    if phase == "fwdbwd":
+
+        def fwdbwd() -> None:
+            model.zero_grad(set_to_none=True)
+            scaler.scale(forward_loss()).backward()
+
+        return fwdbwd
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(forward_loss()).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        scaler.step(optimizer)
+        scaler.update()
+
+    return train_step
+
+
+@contextlib.contextmanager
+def naive_attention(model: nn.Module) -> Iterator[None]:
+    """Route every registry attention through plain matmuls, which FlopCounterMode sees on every device."""
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    saved = [layer.attn for layer in layers]
+    for layer in layers:
+        layer.attn = "naive"
+    try:
+        yield
+    finally:
+        for layer, name in zip(layers, saved, strict=True):
+            layer.attn = name
+
+
+def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = None,
+                backward: bool = False) -> int:
+    """FLOPs of one round, by FlopCounterMode. Attention is counted as its matmuls (the same for every
+    implementation); submodules named in `analytic` (path -> forward FLOPs: the RNNs, which the counter
+    sees on some devices and not others) are replaced by that count, tripled when there is a backward."""
+    with naive_attention(model), FlopCounterMode(display=False) as counter:
+        step()
+    total = counter.get_total_flops()
+    seen = counter.get_flop_counts()
+    for path, forward in (analytic or {}).items():
+        total -= sum(seen.get(f"{type(model).__name__}.{path}", {}).values())
+        total += forward * (3 if backward else 1)  # a backward costs about twice the forward
+    return total
+
+
+class PeakMemory:
+    """Peak memory over a stretch of work: the CUDA allocator's peak on GPU, the rise of the process's
+    peak resident set (VmHWM, reset through /proc/self/clear_refs) on Linux CPUs."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.baseline = 0
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
+            Path("/proc/self/clear_refs").write_text("5")
+            self.baseline = self._status_bytes("VmRSS")
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return self._status_bytes("VmHWM") - self.baseline
+
+    @staticmethod
+    def _status_bytes(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def is_oom(err: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError saying it cannot allocate."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def identity_row(case: Case, device: torch.device) -> dict:
+    """The columns that say which case ran where, before anything is measured."""
+    return {"case_id": case.id, **asdict(case), "device": device.type, **fingerprint(device.type)}
+
+
+def run_case(case: Case, benchmark, settings: Settings) -> dict:
+    """Measure one case and return its result row; status is ok, skipped, oom or error (with reason)."""
+    row = identity_row(case, settings.device)
+    reason = case.unavailable(settings.device)
+    if reason is not None:
+        return {**row, "status": "skipped", "reason": reason}
+    try:
+        measured = _measure(case, benchmark, settings)
+    except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
+        status = "oom" if is_oom(err) else "error"
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        if status == "error":
+            traceback.print_exc()
+        measured = {"status": status, "reason": f"{type(err).__name__}: {detail}"}
+    finally:
+        gc.collect()
+        if settings.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {**row, **measured}
+
+
+def _measure(case: Case, benchmark, settings: Settings) -> dict:
+    device = settings.device
+    spec = MODELS[case.model]
+    memory = PeakMemory(device)
+    memory.start()  # before the model is built: the peak covers weights, batch, activations and grads
+    torch.manual_seed(0)
+    model = spec.build(case.size, case.attention).to(device)
+    batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
+    step = make_step(case.phase, model, batch, spec, PRECISIONS[case.precision], device)
+
+    def timed_round() -> None:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with _cudnn_benchmark(device.type == "cuda"):
+        for _ in range(settings.warmup_rounds):
+            start = time.perf_counter()
+            timed_round()
+            last = time.perf_counter() - start
+        rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / last)))
+        benchmark.pedantic(timed_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    peak_mem = memory.peak_bytes()
+    analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
+    flops = count_flops(step, model, analytic, backward=case.phase != "fwd")  # after the peak: naive uses more
+    return {"status": "ok", "reason": "", "flops": flops, "peak_mem_bytes": peak_mem,
+            "batch_tokens": batch.tokens, **timing(benchmark, flops, case.batch, batch.tokens)}
+
+
+def timing(benchmark, flops: int, samples: int, tokens: int | None) -> dict:
+    """Spread of the timed rounds (pytest-benchmark keeps the raw rounds), and rates at the median."""
+    if benchmark.stats is None:  # --benchmark-disable: the round ran once, untimed
+        return {}
+    stats = benchmark.stats.stats
+    median = stats.median
+    return {
+        "median_s": median, "iqr_s": stats.iqr, "min_s": stats.min, "mean_s": stats.mean,
+        "stddev_s": stats.stddev, "rounds": stats.rounds,
+        "samples_per_s": samples / median,
+        "tokens_per_s": tokens / median if tokens else None,
+        "tflops": flops / median / 1e12,
+    }
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick its fastest algorithms during warm-up, then restore the global setting."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -1,0 +1,114 @@
+"""The sweep's pytest options: their help, defaults and validation (unknown names fail in one line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.attention import ATTENTION
+from bench.cases import PHASES, Case, sweep
+from bench.models import MODELS, SIZES
+from bench.precision import PRECISIONS
+from bench.results import default_run_id
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# option name -> (valid names or None, default, help)
+LIST_OPTIONS = {
+    "models": (tuple(MODELS), "all", "models to benchmark"),
+    "phases": (PHASES, "fwd,fwdbwd",
+               "fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step"),
+    "precisions": (tuple(PRECISIONS), "fp32,amp_bf16", "fp32, or autocast to fp16 (with GradScaler) or bf16"),
+    "attn": (tuple(ATTENTION), "naive,sdpa", "attention implementations, for models with attention"),
+}
+
+
+class OptionError(ValueError):
+    """A bad option value; the message is one line naming the valid choices."""
+
+
+def parse_names(option: str, value: str, valid: tuple[str, ...]) -> list[str]:
+    """Split a comma-separated list ('all' for every valid name), rejecting unknown or empty entries."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(valid)
+    unknown = [name for name in names if name not in valid]
+    if unknown or not names:
+        what = f"unknown name '{unknown[0]}'" if unknown else "no name given"
+        raise OptionError(f"--{option}: {what}; valid names: {', '.join(valid)} (or all)")
+    return list(dict.fromkeys(names))
+
+
+def parse_batch_sizes(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise OptionError(f"--batch-sizes: expected positive integers separated by commas, got '{value}'")
+    return list(dict.fromkeys(sizes))
+
+
+def parse_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise OptionError(f"--{option}: unknown value '{value}'; valid values: {', '.join(valid)}")
+    return value
+
+
+def resolve_device(value: str) -> torch.device:
+    parse_choice("device", value, DEVICES)
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if value == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(value)
+
+
+def check_run_id(run_id: str) -> str:
+    if not run_id or run_id.startswith(".") or not all(c.isalnum() or c in "-_." for c in run_id):
+        raise OptionError(f"--run-id: '{run_id}' must be letters, digits, '-', '_' or '.'")
+    return run_id
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The validated options: what to sweep, where to run it, where its files go."""
+
+    cases: tuple[Case, ...]
+    device: torch.device
+    size: str
+    run_id: str
+    run_id_given: bool
+    reports_dir: Path
+
+    @classmethod
+    def from_values(cls, get, rootdir: Path) -> SweepOptions:
+        """Build from an option getter (`config.getoption`); raises OptionError on bad input."""
+        names = {opt: parse_names(opt, get(opt), valid) for opt, (valid, _, _) in LIST_OPTIONS.items()}
+        size = parse_choice("size", get("size"), SIZES)
+        device = resolve_device(get("device"))
+        run_id = check_run_id(get("run_id") or default_run_id())
+        cases = sweep(names["models"], names["phases"], names["precisions"],
+                      parse_batch_sizes(get("batch_sizes")), names["attn"], size)
+        reports_dir = Path(get("reports_dir")) if get("reports_dir") else rootdir / "reports"
+        return cls(tuple(cases), device, size, run_id, bool(get("run_id")), reports_dir)
+
+
+def add_options(parser) -> None:
+    """Register the sweep's options on pytest's parser, in their own help group."""
+    group = parser.getgroup("archbench", "archbench sweep (pytest bench --benchmark-only)")
+    for option, (valid, default, text) in LIST_OPTIONS.items():
+        group.addoption(f"--{option}", default=default, metavar="NAMES",
+                        help=f"{text}: comma-separated, or all. Valid: {', '.join(valid)}. Default: {default}")
+    group.addoption("--batch-sizes", default=None, metavar="N,N",
+                    help="batch sizes for every model, comma-separated. Default: each model's own for --size")
+    group.addoption("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
+    group.addoption("--size", default="quick",
+                    help="quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512)")
+    group.addoption("--run-id", default=None,
+                    help="name of this run's folder under the reports dir. Default: timestamp-host")
+    group.addoption("--reports-dir", default=None, help="where run folders go. Default: <rootdir>/reports")

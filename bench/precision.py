@@ -1,0 +1,65 @@
+"""Registry of precisions: fp32, and autocast to fp16 (with GradScaler) or bf16; what a device supports."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A registry entry: the autocast dtype (None for fp32) and whether gradients need loss scaling."""
+
+    name: str
+    autocast_dtype: torch.dtype | None = None
+    grad_scaler: bool = False
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype matmuls and attention see under this precision."""
+        return self.autocast_dtype or torch.float32
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """A GradScaler that is a no-op unless this precision needs one."""
+        return torch.amp.GradScaler(device.type, enabled=self.grad_scaler)
+
+    def unavailable(self, device: torch.device) -> str | None:
+        """Why autocast cannot run this dtype on the device, or None when it can."""
+        return _probe(self.name, device.type)
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("fp32"),
+        Precision("amp_fp16", torch.float16, grad_scaler=True),
+        Precision("amp_bf16", torch.bfloat16),
+    )
+}
+
+
+@functools.cache
+def _probe(name: str, device_type: str) -> str | None:
+    """Autocast a tiny matmul: a device that cannot autocast to the dtype returns fp32 or raises."""
+    precision = PRECISIONS[name]
+    if precision.autocast_dtype is None:
+        return None
+    device = torch.device(device_type)
+    x = torch.ones(4, 4, device=device)
+    dtype_name = str(precision.autocast_dtype).removeprefix("torch.")
+    try:
+        with precision.autocast(device):
+            out = x @ x
+    except RuntimeError as err:
+        return f"{name}: autocast to {dtype_name} fails on {device_type}: {str(err).splitlines()[0][:160]}"
+    if out.dtype != precision.autocast_dtype:
+        return f"{name}: autocast to {dtype_name} is not supported on {device_type}"
+    return None

@@ -1,0 +1,105 @@
+"""pytest options and fixtures shared by bench/ (the sweep) and tests/ (unit tests)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.harness import Settings
+from bench.options import OptionError, SweepOptions, add_options
+from bench.results import RunWriter
+
+OPTIONS = pytest.StashKey[SweepOptions]()
+RUN = pytest.StashKey["ArchbenchRun"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[OPTIONS] = SweepOptions.from_values(config.getoption, Path(config.rootpath))
+    except OptionError as err:
+        raise pytest.UsageError(str(err)) from None
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped elsewhere; select with -m gpu)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config.stash[OPTIONS].cases
+        metafunc.parametrize("case", cases, ids=[case.id for case in cases])
+
+
+class ArchbenchRun:
+    """This session's run: timing settings, and the writer of reports/<run-id>/ (made at the first row)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.options = config.stash[OPTIONS]
+        self.settings = Settings(
+            device=self.options.device,
+            max_time=float(config.getoption("benchmark_max_time")),
+            min_rounds=int(config.getoption("benchmark_min_rounds")),
+        )
+        self.writer: RunWriter | None = None
+        self.benchmarks: list = []  # pytest-benchmark's records of the timed cases
+
+    def record(self, row: dict, benchmark) -> None:
+        """Keep the row (and the benchmark's figures in its extra_info), rewriting results.csv."""
+        if self.writer is None:
+            self.writer = RunWriter(self._make_run_dir())
+        benchmark.extra_info.update({k: v for k, v in row.items() if v is not None})
+        self.writer.add(row)
+        if benchmark.stats is not None:
+            self.benchmarks.append(benchmark.stats)
+
+    def _make_run_dir(self) -> Path:
+        """A new folder, never an existing one: a clash with a given --run-id is an error."""
+        base = self.options.reports_dir / self.options.run_id
+        for attempt in range(100):
+            path = base if attempt == 0 else base.with_name(f"{base.name}-{attempt + 1}")
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                if self.options.run_id_given:
+                    raise pytest.UsageError(f"--run-id: {path} already exists; choose another run id") from None
+        raise RuntimeError(f"could not create a fresh run folder next to {base}")
+
+    def write_benchmark_json(self) -> Path | None:
+        """pytest-benchmark's own JSON (raw rounds included), made through its hooks."""
+        if self.writer is None or not self.benchmarks:
+            return None
+        hook = self.config.hook
+        payload = hook.pytest_benchmark_generate_json(
+            config=self.config, benchmarks=self.benchmarks, include_data=True,
+            machine_info=hook.pytest_benchmark_generate_machine_info(config=self.config),
+            commit_info=hook.pytest_benchmark_generate_commit_info(config=self.config),
+        )
+        return self.writer.write_json("benchmark.json", payload)
+
+
+@pytest.fixture(scope="session")
+def archbench_run(request: pytest.FixtureRequest) -> ArchbenchRun:
+    run = ArchbenchRun(request.config)
+    request.config.stash[RUN] = run
+    return run
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    run = session.config.stash.get(RUN, None)
+    if run is not None:
+        run.write_benchmark_json()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    run = config.stash.get(RUN, None)
+    if run is None or run.writer is None:
+        return
+    counts = Counter(row["status"] for row in run.writer.rows)
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    terminalreporter.write_sep("-", "archbench")
+    terminalreporter.write_line(f"{len(run.writer.rows)} cases ({tally}) -> {run.writer.run_dir}")

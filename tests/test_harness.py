@@ -1,0 +1,107 @@
+"""The harness: FLOP counts against hand computations, training steps, and OOM cases recorded."""
+
+import pytest
+import torch
+from torch import nn
+
+from bench.cases import Case
+from bench.harness import Settings, count_flops, make_step, run_case
+from bench.models import MODELS
+from bench.models.cnn import SimpleCNN
+from bench.models.rnn import SentimentRNN, recurrent_flops
+from bench.models.spec import Batch, ModelSpec
+from bench.models.transformer import SelfAttention, TransformerConfig
+from bench.precision import PRECISIONS
+
+CPU = torch.device("cpu")
+FAST = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=1)
+
+
+def conv_flops(c_in, c_out, side):
+    return 2 * c_out * side * side * c_in * 9
+
+
+def test_cnn_flops_match_a_hand_count():
+    per_image = (conv_flops(3, 32, 32) + conv_flops(32, 32, 32) + conv_flops(32, 64, 16)
+                 + conv_flops(64, 64, 16) + 2 * 4096 * 512 + 2 * 512 * 10)
+    model, x = SimpleCNN().eval(), torch.randn(4, 3, 32, 32)
+    assert count_flops(lambda: model(x), model) == 4 * per_image
+    # The backward doubles every layer, except the input gradient of the first conv, which nobody needs.
+    fwdbwd = count_flops(lambda: model(x).sum().backward(), model, backward=True)
+    assert fwdbwd == 3 * 4 * per_image - 4 * conv_flops(3, 32, 32)
+
+
+@pytest.mark.parametrize("attn", ["naive", "sdpa", "sdpa_flash", "sdpa_math"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_layer_flops_match_a_hand_count_for_every_implementation(attn, causal):
+    # torch's FlopCounterMode reports 0 for scaled_dot_product_attention on CPU; the count must not.
+    batch, seq, d = 3, 20, 256
+    layer, x = SelfAttention(TransformerConfig(), attn, causal), torch.randn(batch, seq, d)
+    projections = 2 * batch * seq * d * 3 * d + 2 * batch * seq * d * d
+    scores_and_values = 2 * (2 * batch * seq * seq * d)  # over all heads: heads * head_dim == d
+    assert count_flops(lambda: layer(x), layer) == projections + scores_and_values
+    assert layer.attn == attn  # the naive swap for counting is undone
+
+
+def test_rnn_flops_use_the_analytic_recurrent_count():
+    model = SentimentRNN("lstm").eval()
+    batch = MODELS["lstm"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
+    steps, hidden = int(batch.inputs[1].sum()), 256
+    per_step = 2 * 4 * hidden * ((128 + hidden) + (2 * hidden + hidden))  # layer 0 and 1, one direction
+    analytic = recurrent_flops(model, batch)
+    assert analytic == {"rnn": 2 * steps * per_step}
+    total = count_flops(lambda: model(*batch.inputs), model, analytic)
+    assert total == analytic["rnn"] + 2 * 3 * 512 * 2  # plus the classifier's matmul
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp_fp16", "amp_bf16"])
+def test_training_step_updates_the_weights(precision):
+    spec = MODELS["cnn"]
+    model = spec.build("quick", None)
+    batch = spec.batch("quick", 4, CPU, torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in model.parameters()]
+    step = make_step("step", model, batch, spec, PRECISIONS[precision], CPU)
+    for _ in range(3):  # under fp16, GradScaler skips the first step while it lowers its scale
+        step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+class Hungry(nn.Module):
+    """Asks the allocator for far more memory than any machine has."""
+
+    def forward(self, x):
+        return x + torch.empty(1 << 52, dtype=torch.uint8, device=x.device).sum()
+
+
+def broken_build(size, attn):
+    raise ValueError("bad shape")
+
+
+def tiny_spec(name, build):
+    return ModelSpec(name=name, build=build, batch=lambda size, n, device, gen: Batch((torch.ones(n),), torch.ones(n)),
+                     batch_sizes={"quick": (1,)}, loss=lambda out, target: out.sum())
+
+
+def test_oom_case_is_recorded_and_sweep_continues(monkeypatch, benchmark):
+    monkeypatch.setitem(MODELS, "hungry", tiny_spec("hungry", lambda size, attn: Hungry()))
+    oom = run_case(Case("hungry", "fwd", "fp32", 1), benchmark, FAST)
+    assert oom["status"] == "oom" and "allocate" in oom["reason"]
+    assert oom["case_id"] == "hungry-fwd-fp32-b1" and "median_s" not in oom
+    ok = run_case(Case("cnn", "fwdbwd", "fp32", 2), benchmark, FAST)
+    assert ok["status"] == "ok", ok["reason"]
+    assert ok["rounds"] >= 2 and 0 < ok["min_s"] <= ok["median_s"]
+    assert ok["samples_per_s"] == pytest.approx(2 / ok["median_s"])
+    assert ok["tflops"] == pytest.approx(ok["flops"] / ok["median_s"] / 1e12)
+    assert len(benchmark.stats.stats.data) == ok["rounds"]  # the raw rounds are kept
+
+
+def test_case_the_device_cannot_run_is_skipped_with_its_reason():
+    row = run_case(Case("encoder", "fwd", "amp_bf16", 2, "triton"), None, FAST)
+    assert row["status"] == "skipped"
+    assert row["reason"] == "triton needs a CUDA GPU"
+
+
+def test_broken_case_is_recorded_as_error(monkeypatch):
+    monkeypatch.setitem(MODELS, "broken", tiny_spec("broken", broken_build))
+    row = run_case(Case("broken", "fwd", "fp32", 1), None, FAST)
+    assert (row["status"], row["reason"]) == ("error", "ValueError: bad shape")

@@ -1,0 +1,63 @@
+"""The sweep as a user runs it, in a subprocess: option errors, reports/<run-id>/ files, skips."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--benchmark-max-time", "0.01", "--benchmark-min-rounds", "2"]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "bench", "--benchmark-only", "-q", "-rs",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--models", "cnn,alexnet", "--models: unknown name 'alexnet'; valid names: cnn, lstm, gru, encoder, decoder, "
+                                "resnet50, efficientnet_b0, convnext_tiny, vit_b_16 (or all)"),
+    ("--phases", "bwd", "--phases: unknown name 'bwd'; valid names: fwd, fwdbwd, step (or all)"),
+    ("--precisions", "fp8", "--precisions: unknown name 'fp8'; valid names: fp32, amp_fp16, amp_bf16 (or all)"),
+    ("--attn", "flash", "--attn: unknown name 'flash'; valid names: naive, sdpa, sdpa_flash, sdpa_efficient, "
+                        "sdpa_cudnn, sdpa_math, triton (or all)"),
+    ("--batch-sizes", "8,x", "--batch-sizes: expected positive integers separated by commas, got '8,x'"),
+    ("--size", "huge", "--size: unknown value 'huge'; valid values: quick, full"),
+    ("--device", "tpu", "--device: unknown value 'tpu'; valid values: auto, cpu, cuda"),
+    ("--run-id", "../x", "--run-id: '../x' must be letters, digits, '-', '_' or '.'"),
+])
+def test_bad_option_fails_at_once_with_one_line_naming_the_valid_choices(option, value, message):
+    done = run_bench(option, value, "--collect-only")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert done.stderr.strip().splitlines() == [f"ERROR: {message}"]
+
+
+def test_sweep_writes_one_row_per_case_with_skips_and_raw_rounds(tmp_path):
+    done = run_bench("--models", "cnn,encoder", "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "2",
+                     "--attn", "naive,sdpa_cudnn,triton", "--reports-dir", str(tmp_path), "--run-id", "r1", *FAST)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 cases (2 ok, 2 skipped) -> " in done.stdout
+    results = pd.read_csv(tmp_path / "r1" / "results.csv")
+    assert list(results["case_id"]) == ["cnn-fwd-fp32-b2", "encoder-fwd-fp32-b2-naive",
+                                        "encoder-fwd-fp32-b2-sdpa_cudnn", "encoder-fwd-fp32-b2-triton"]
+    assert list(results["status"]) == ["ok", "ok", "skipped", "skipped"]
+    assert results.loc[3, "reason"] == "triton needs a CUDA GPU"
+    assert "skipped: triton needs a CUDA GPU" in done.stdout  # the reason is the test's skip message
+    report = json.loads((tmp_path / "r1" / "benchmark.json").read_text())
+    timed = {b["param"]: b for b in report["benchmarks"]}
+    assert set(timed) == {"cnn-fwd-fp32-b2", "encoder-fwd-fp32-b2-naive"}
+    raw = timed["cnn-fwd-fp32-b2"]["stats"]["data"]
+    assert len(raw) == results.loc[0, "rounds"] and sorted(raw)[len(raw) // 2] > 0
+    assert timed["cnn-fwd-fp32-b2"]["extra_info"]["flops"] == results.loc[0, "flops"]
+
+
+def test_a_given_run_id_is_never_overwritten(tmp_path):
+    (tmp_path / "taken").mkdir()
+    done = run_bench("--models", "cnn", "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "2",
+                     "--reports-dir", str(tmp_path), "--run-id", "taken", *FAST)
+    assert done.returncode != 0
+    assert "--run-id:" in done.stdout + done.stderr and "already exists" in done.stdout + done.stderr
+    assert list((tmp_path / "taken").iterdir()) == []
