@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
-from bench.harness import Settings
+if not torch.cuda.is_available():  # Triton runs on a CPU only in its interpreter, chosen before triton loads
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from bench.harness import Settings, run_case
 from bench.options import OptionError, SweepOptions, add_options
 from bench.results import RunWriter
 
@@ -28,9 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "case" in metafunc.fixturenames:
-        cases = metafunc.config.stash[OPTIONS].cases
-        metafunc.parametrize("case", cases, ids=[case.id for case in cases])
+    options = metafunc.config.stash[OPTIONS]
+    for name, cases in (("case", options.cases), ("attention_case", options.attention_cases)):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, cases, ids=[case.id for case in cases])
 
 
 class ArchbenchRun:
@@ -46,6 +52,15 @@ class ArchbenchRun:
         )
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases
+
+    def run(self, case, benchmark) -> None:
+        """Measure a case and record its row; a skipped or oom case skips its test with the reason."""
+        row = run_case(case, benchmark, self.settings)
+        self.record(row, benchmark)
+        if row["status"] == "error":
+            pytest.fail(row["reason"])
+        if row["status"] != "ok":
+            pytest.skip(f"{row['status']}: {row['reason']}")
 
     def record(self, row: dict, benchmark) -> None:
         """Keep the row (and the benchmark's figures in its extra_info), rewriting results.csv."""

@@ -52,3 +52,52 @@ def sweep(models: list[str], phases: list[str], precisions: list[str], batch_siz
         for phase, precision, batch, attn in itertools.product(phases, precisions, batches, attns):
             cases.append(Case(name, phase, precision, batch, attn, size))
     return cases
+
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# Shapes of the attention micro-benchmark: batch * heads = 8 on a CPU, 64 on a GPU (FlashAttention's range).
+ATTENTION_SHAPES = {
+    "quick": {"batch": 2, "heads": 4, "seqlens": (128, 256), "head_dims": (64, 128)},
+    "full": {"batch": 4, "heads": 16, "seqlens": (1024, 2048, 4096, 8192, 16384), "head_dims": (64, 128)},
+}
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    """One case of the attention micro-benchmark: an implementation on one self-attention shape."""
+
+    attention: str
+    phase: str
+    precision: str  # the inputs' dtype: fp16 or bf16
+    seqlen: int
+    head_dim: int
+    causal: bool
+    batch: int
+    heads: int
+    model: str = "attention"
+
+    @property
+    def id(self) -> str:
+        mask = "causal" if self.causal else "full"
+        return f"attn-{self.phase}-{self.precision}-{mask}-d{self.head_dim}-s{self.seqlen}-{self.attention}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.precision]
+
+    def unavailable(self, device: torch.device) -> str | None:
+        return ATTENTION[self.attention].unavailable(device, self.torch_dtype, self.head_dim, causal=self.causal)
+
+
+def attention_sweep(attentions: list[str], phases: list[str], size: str) -> list[AttentionCase]:
+    """Every implementation over sequence lengths, head dims, masks, fp16/bf16, fwd and fwdbwd."""
+    shape = ATTENTION_SHAPES[size]
+    return [
+        AttentionCase(attn, phase, dtype, seqlen, head_dim, causal, shape["batch"], shape["heads"])
+        for phase in phases if phase != "step"
+        for dtype in DTYPES
+        for causal in (False, True)
+        for head_dim in shape["head_dims"]
+        for seqlen in shape["seqlens"]
+        for attn in attentions
+    ]

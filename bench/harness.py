@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.cases import Case
+from bench.attention import ATTENTION, attention_flops
+from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
 from bench.models import MODELS, Batch
 from bench.models.spec import ModelSpec
@@ -145,19 +146,75 @@ def is_oom(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
-def identity_row(case: Case, device: torch.device) -> dict:
+@dataclass(frozen=True)
+class Workload:
+    """What the timer needs from a case: one round of work, its FLOPs, and what a round processes."""
+
+    step: Step
+    flops: Callable[[], int]  # called after the timed rounds (counting may use more memory)
+    samples: int
+    tokens: int | None = None
+
+
+def model_workload(case: Case, device: torch.device) -> Workload:
+    """A model from the registry with a synthetic batch, run in the case's phase and precision."""
+    spec = MODELS[case.model]
+    torch.manual_seed(0)
+    model = spec.build(case.size, case.attention).to(device)
+    batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
+    step = make_step(case.phase, model, batch, spec, PRECISIONS[case.precision], device)
+
+    def flops() -> int:
+        analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
+        return count_flops(step, model, analytic, backward=case.phase != "fwd")
+
+    return Workload(step, flops, case.batch, batch.tokens)
+
+
+def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
+    """One attention call on random q, k, v (and, for fwdbwd, its backward from a random output grad)."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (case.batch, case.heads, case.seqlen, case.head_dim)
+    q, k, v = (torch.randn(shape, generator=gen).to(device, case.torch_dtype) for _ in range(3))
+    attn = ATTENTION[case.attention].fn
+    if case.phase == "fwd":
+
+        def step() -> None:
+            with torch.inference_mode():
+                attn(q, k, v, causal=case.causal)
+
+    else:
+        leaves = [t.requires_grad_() for t in (q, k, v)]
+        grad_out = torch.randn(shape, generator=gen).to(device, case.torch_dtype)
+
+        def step() -> None:
+            for t in leaves:
+                t.grad = None
+            attn(q, k, v, causal=case.causal).backward(grad_out)
+
+    def flops() -> int:
+        return attention_flops(case.batch, case.heads, case.seqlen, case.seqlen, case.head_dim,
+                               causal=case.causal, with_backward=case.phase == "fwdbwd")
+
+    return Workload(step, flops, case.batch, case.batch * case.seqlen)
+
+
+WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, AttentionCase: attention_workload}
+
+
+def identity_row(case: Case | AttentionCase, device: torch.device) -> dict:
     """The columns that say which case ran where, before anything is measured."""
     return {"case_id": case.id, **asdict(case), "device": device.type, **fingerprint(device.type)}
 
 
-def run_case(case: Case, benchmark, settings: Settings) -> dict:
+def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> dict:
     """Measure one case and return its result row; status is ok, skipped, oom or error (with reason)."""
     row = identity_row(case, settings.device)
     reason = case.unavailable(settings.device)
     if reason is not None:
         return {**row, "status": "skipped", "reason": reason}
     try:
-        measured = _measure(case, benchmark, settings)
+        measured = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings)
     except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
         status = "oom" if is_oom(err) else "error"
         detail = (str(err).strip().splitlines() or [""])[0][:200]
@@ -171,18 +228,15 @@ def run_case(case: Case, benchmark, settings: Settings) -> dict:
     return {**row, **measured}
 
 
-def _measure(case: Case, benchmark, settings: Settings) -> dict:
+def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dict:
+    """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs."""
     device = settings.device
-    spec = MODELS[case.model]
     memory = PeakMemory(device)
-    memory.start()  # before the model is built: the peak covers weights, batch, activations and grads
-    torch.manual_seed(0)
-    model = spec.build(case.size, case.attention).to(device)
-    batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
-    step = make_step(case.phase, model, batch, spec, PRECISIONS[case.precision], device)
+    memory.start()  # before the build: the peak covers weights, inputs, activations and grads
+    work = build()
 
     def timed_round() -> None:
-        step()
+        work.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -194,10 +248,9 @@ def _measure(case: Case, benchmark, settings: Settings) -> dict:
         rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / last)))
         benchmark.pedantic(timed_round, rounds=rounds, iterations=1, warmup_rounds=0)
     peak_mem = memory.peak_bytes()
-    analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
-    flops = count_flops(step, model, analytic, backward=case.phase != "fwd")  # after the peak: naive uses more
+    flops = work.flops()
     return {"status": "ok", "reason": "", "flops": flops, "peak_mem_bytes": peak_mem,
-            "batch_tokens": batch.tokens, **timing(benchmark, flops, case.batch, batch.tokens)}
+            "batch_tokens": work.tokens, **timing(benchmark, flops, work.samples, work.tokens)}
 
 
 def timing(benchmark, flops: int, samples: int, tokens: int | None) -> dict:

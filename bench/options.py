@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from bench.attention import ATTENTION
-from bench.cases import PHASES, Case, sweep
+from bench.cases import PHASES, AttentionCase, Case, attention_sweep, sweep
 from bench.models import MODELS, SIZES
 from bench.precision import PRECISIONS
 from bench.results import default_run_id
@@ -21,8 +21,10 @@ LIST_OPTIONS = {
     "phases": (PHASES, "fwd,fwdbwd",
                "fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step"),
     "precisions": (tuple(PRECISIONS), "fp32,amp_bf16", "fp32, or autocast to fp16 (with GradScaler) or bf16"),
-    "attn": (tuple(ATTENTION), "naive,sdpa", "attention implementations, for models with attention"),
+    "attn": (tuple(ATTENTION), None, "attention implementations (default: naive,sdpa in the model sweep, "
+             "all in the attention micro-benchmark)"),
 }
+MODEL_ATTENTION_DEFAULT = "naive,sdpa"
 
 
 class OptionError(ValueError):
@@ -79,6 +81,7 @@ class SweepOptions:
     """The validated options: what to sweep, where to run it, where its files go."""
 
     cases: tuple[Case, ...]
+    attention_cases: tuple[AttentionCase, ...]
     device: torch.device
     size: str
     run_id: str
@@ -88,22 +91,25 @@ class SweepOptions:
     @classmethod
     def from_values(cls, get, rootdir: Path) -> SweepOptions:
         """Build from an option getter (`config.getoption`); raises OptionError on bad input."""
-        names = {opt: parse_names(opt, get(opt), valid) for opt, (valid, _, _) in LIST_OPTIONS.items()}
+        names = {opt: parse_names(opt, get(opt) or "all", valid) for opt, (valid, _, _) in LIST_OPTIONS.items()}
+        model_attns = names["attn"] if get("attn") else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
         size = parse_choice("size", get("size"), SIZES)
         device = resolve_device(get("device"))
         run_id = check_run_id(get("run_id") or default_run_id())
         cases = sweep(names["models"], names["phases"], names["precisions"],
-                      parse_batch_sizes(get("batch_sizes")), names["attn"], size)
+                      parse_batch_sizes(get("batch_sizes")), model_attns, size)
+        attention_cases = attention_sweep(names["attn"], names["phases"], size)
         reports_dir = Path(get("reports_dir")) if get("reports_dir") else rootdir / "reports"
-        return cls(tuple(cases), device, size, run_id, bool(get("run_id")), reports_dir)
+        return cls(tuple(cases), tuple(attention_cases), device, size, run_id, bool(get("run_id")), reports_dir)
 
 
 def add_options(parser) -> None:
     """Register the sweep's options on pytest's parser, in their own help group."""
     group = parser.getgroup("archbench", "archbench sweep (pytest bench --benchmark-only)")
     for option, (valid, default, text) in LIST_OPTIONS.items():
+        shown = f" Default: {default}" if default else ""
         group.addoption(f"--{option}", default=default, metavar="NAMES",
-                        help=f"{text}: comma-separated, or all. Valid: {', '.join(valid)}. Default: {default}")
+                        help=f"{text}: comma-separated, or all. Valid: {', '.join(valid)}.{shown}")
     group.addoption("--batch-sizes", default=None, metavar="N,N",
                     help="batch sizes for every model, comma-separated. Default: each model's own for --size")
     group.addoption("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = [
-    "run_id", "case_id", "model", "phase", "precision", "batch", "attention", "size", "device", "device_name",
+    "run_id", "case_id", "model", "phase", "precision", "batch", "attention", "size",
+    "seqlen", "head_dim", "heads", "causal", "device", "device_name",
     "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "stddev_s", "rounds", "samples_per_s",
     "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",

@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--benchmark-max-time", "0.01", "--benchmark-min-rounds", "2"]
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "bench", "--benchmark-only", "-q", "-rs",
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_bench(*args: str, path: str = "bench/test_models.py") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", path, "--benchmark-only", "-q", "-rs", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
@@ -30,7 +30,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
     ("--run-id", "../x", "--run-id: '../x' must be letters, digits, '-', '_' or '.'"),
 ])
 def test_bad_option_fails_at_once_with_one_line_naming_the_valid_choices(option, value, message):
-    done = run_bench(option, value, "--collect-only")
+    done = run_bench(option, value, "--collect-only", path="bench")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR
     assert done.stderr.strip().splitlines() == [f"ERROR: {message}"]
 
@@ -61,3 +61,22 @@ def test_a_given_run_id_is_never_overwritten(tmp_path):
     assert done.returncode != 0
     assert "--run-id:" in done.stdout + done.stderr and "already exists" in done.stdout + done.stderr
     assert list((tmp_path / "taken").iterdir()) == []
+
+
+def test_attention_micro_benchmark_lists_every_implementation_and_counts_flashattention_flops(tmp_path):
+    done = run_bench("--phases", "fwdbwd", "--reports-dir", str(tmp_path), "--run-id", "attn", *FAST,
+                     path="bench/test_attention.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = pd.read_csv(tmp_path / "attn" / "results.csv")
+    # quick shapes: 2 dtypes x 2 masks x 2 head dims x 2 sequence lengths, for each of the 7 implementations
+    assert len(results) == 16 * 7
+    assert set(results["attention"]) == {"naive", "sdpa", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
+                                         "sdpa_math", "triton"}
+    assert set(results.loc[results["attention"] == "triton", "status"]) == {"skipped"}
+    ok = results[results["status"] == "ok"]
+    assert set(ok["attention"]) >= {"naive", "sdpa"}
+    row = ok[(ok["attention"] == "sdpa") & ok["causal"] & (ok["seqlen"] == 256) & (ok["head_dim"] == 64)].iloc[0]
+    forward = 4 * row["batch"] * row["heads"] * 256 * 256 * 64 / 2  # halved under the causal mask
+    assert row["flops"] == forward * 3.5  # forward plus a backward of 2.5x
+    assert row["tflops"] == pytest.approx(row["flops"] / row["median_s"] / 1e12)
+    assert row["tokens_per_s"] == pytest.approx(row["batch"] * 256 / row["median_s"])

@@ -1,0 +1,374 @@
+"""FlashAttention-2 style fused attention in Triton, forward and backward.
+
+Forward: online softmax over key blocks in base 2 (scores pre-scaled by sm_scale * log2(e)), saving the
+log-sum-exp per query row. Backward: `delta = rowsum(dO * O)`, then one kernel per key block for dK and
+dV and one per query block for dQ, both recomputing the probabilities from the log-sum-exp. Blocks
+that need no mask (interior blocks, below the causal diagonal) run a loop compiled without masking.
+
+Layout `(batch, heads, seq, head_dim)`; `causal=True` is SDPA's `is_causal=True` (top-left aligned).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 128
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs(pairs: list[tuple[int, int]], warps: tuple[int, ...], stages: tuple[int, ...]) -> list[triton.Config]:
+    """Autotuning candidates; the interpreter gets one small config (it runs each block in NumPy)."""
+    if _interpreting():
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    # The last config is small enough for any CUDA GPU's shared memory: the autotuner drops
+    # the configs a GPU cannot launch and keeps the fastest of the rest.
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+        for m, n in pairs for w in warps for s in stages
+    ] + [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+
+
+# Forward and dQ walk key blocks inside a query block: BLOCK_M is a multiple of BLOCK_N.
+FWD_CONFIGS = _configs([(128, 64), (128, 128), (64, 64), (128, 32)], warps=(4, 8), stages=(2, 3, 4))
+DQ_CONFIGS = _configs([(64, 32), (128, 64), (64, 64), (128, 32)], warps=(4, 8), stages=(2, 3))
+# dK/dV walk query blocks inside a key block: BLOCK_N is a multiple of BLOCK_M.
+DKDV_CONFIGS = _configs([(32, 64), (32, 128), (64, 64), (64, 128)], warps=(4, 8), stages=(2, 3))
+TUNING_KEY = ["seqlen_q", "seqlen_k", "HEAD_DIM", "CAUSAL"]
+
+
+@triton.jit
+def _load_tile(ptrs, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr,
+               EVEN_D: tl.constexpr):
+    """Load a [rows, head_dim] tile, masking rows past n_rows and padded head-dim columns only if asked."""
+    if CHECK_ROWS:
+        if EVEN_D:
+            tile = tl.load(ptrs, mask=(rows < n_rows)[:, None], other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=(rows < n_rows)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+    else:
+        if EVEN_D:
+            tile = tl.load(ptrs)
+        else:
+            tile = tl.load(ptrs, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+    return tile
+
+
+@triton.jit
+def _store_tile(ptrs, tile, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr):
+    tl.store(ptrs, tile, mask=(rows < n_rows)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
+                    seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online softmax over key blocks [lo, hi); MASK compiles in the key-tail and causal masks."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd, offs_n, seqlen_k, offs_d,
+                       HEAD_DIM, MASK, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        if MASK:
+            keep = offs_n[None, :] < seqlen_k
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd, offs_n, seqlen_k, offs_d,
+                       HEAD_DIM, MASK, EVEN_D)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=TUNING_KEY)
+@triton.jit
+def _attn_fwd(Q, K, V, Out, LSE,
+              s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
+              n_heads, seqlen_q, seqlen_k, qk_scale,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+              DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    off_hz = tl.program_id(1)
+    off_z = (off_hz // n_heads).to(tl.int64)
+    off_h = (off_hz % n_heads).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    q = _load_tile(Q + off_z * s_qz + off_h * s_qh + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd,
+                   offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
+    k_base = K + off_z * s_kz + off_h * s_kh
+    v_base = V + off_z * s_vz + off_h * s_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    full_k = (seqlen_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:  # keys left of this query block are all visible; the diagonal blocks need the mask
+        unmasked_hi = tl.minimum(start_m, full_k)
+        masked_hi = tl.minimum(start_m + BLOCK_M, seqlen_k)
+    else:
+        unmasked_hi = full_k
+        masked_hi = seqlen_k
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                                    0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False,
+                                    DOT_PRECISION, BLOCK_N)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                                    unmasked_hi, masked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True,
+                                    DOT_PRECISION, BLOCK_N)
+    out = acc / l_i[:, None]
+    out_base = Out + off_hz.to(tl.int64) * seqlen_q * HEAD_DIM
+    _store_tile(out_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], out.to(Out.dtype.element_ty),
+                offs_m, seqlen_q, offs_d, HEAD_DIM)
+    tl.store(LSE + off_hz.to(tl.int64) * seqlen_q + offs_m, m_i + tl.log2(l_i), mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _attn_bwd_preprocess(Out, DO, Delta, seqlen_q, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                         BLOCK_M: tl.constexpr):
+    """delta = rowsum(dO * O), per query row; O and dO are contiguous."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    off_hz = tl.program_id(1).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    offs = off_hz * seqlen_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    mask = (offs_m < seqlen_q)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(Out + offs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + off_hz * seqlen_q + offs_m, tl.sum(o * do, axis=1), mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, lse_base, delta_base, offs_n, offs_d,
+                         lo, hi, seqlen_q, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
+                         CAUSAL: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                         BLOCK_M: tl.constexpr):
+    """Accumulate dK and dV of one key block over query blocks [lo, hi). Padded rows load as zeros,
+    which contribute nothing, so MASK only bounds the loads and applies the causal mask."""
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_base + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd, offs_m, seqlen_q, offs_d,
+                       HEAD_DIM, MASK, EVEN_D)
+        do = _load_tile(do_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], offs_m, seqlen_q, offs_d,
+                        HEAD_DIM, MASK, EVEN_D)
+        if MASK:
+            lse = tl.load(lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
+            delta = tl.load(delta_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
+        if MASK and CAUSAL:
+            p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.autotune(configs=DKDV_CONFIGS, key=TUNING_KEY)
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta,
+                   s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
+                   n_heads, seqlen_q, seqlen_k, qk_scale, sm_scale,
+                   HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                   DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_n = tl.program_id(0) * BLOCK_N
+    off_hz = tl.program_id(1)
+    off_z = (off_hz // n_heads).to(tl.int64)
+    off_h = (off_hz % n_heads).to(tl.int64)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    k = _load_tile(K + off_z * s_kz + off_h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
+                   offs_n, seqlen_k, offs_d, HEAD_DIM, True, EVEN_D)
+    v = _load_tile(V + off_z * s_vz + off_h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
+                   offs_n, seqlen_k, offs_d, HEAD_DIM, True, EVEN_D)
+    q_base = Q + off_z * s_qz + off_h * s_qh
+    row_base = off_hz.to(tl.int64) * seqlen_q
+    do_base = DO + row_base * HEAD_DIM
+
+    dk = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
+    full_q = (seqlen_q // BLOCK_M) * BLOCK_M
+    if CAUSAL:  # queries before this key block never see it; those past its diagonal see all of it
+        diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
+                                      offs_n, offs_d, start_n, diag_hi, seqlen_q, qk_scale, HEAD_DIM, EVEN_D,
+                                      CAUSAL, True, DOT_PRECISION, BLOCK_M)
+        unmasked_lo = start_n + BLOCK_N
+    else:
+        unmasked_lo = 0
+    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
+                                  offs_n, offs_d, unmasked_lo, full_q, seqlen_q, qk_scale, HEAD_DIM, EVEN_D,
+                                  CAUSAL, False, DOT_PRECISION, BLOCK_M)
+    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
+                                  offs_n, offs_d, tl.maximum(unmasked_lo, full_q), seqlen_q, seqlen_q, qk_scale,
+                                  HEAD_DIM, EVEN_D, CAUSAL, True, DOT_PRECISION, BLOCK_M)
+    grad_base = off_hz.to(tl.int64) * seqlen_k * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+    _store_tile(DK + grad_base, (dk * sm_scale).to(DK.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
+    _store_tile(DV + grad_base, dv.to(DV.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
+                       seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                       MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks [lo, hi); padded keys load as zeros and add nothing."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd, offs_n, seqlen_k, offs_d,
+                       HEAD_DIM, MASK, EVEN_D)
+        v = _load_tile(v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd, offs_n, seqlen_k, offs_d,
+                       HEAD_DIM, MASK, EVEN_D)
+        p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None])
+        if MASK and CAUSAL:
+            p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.autotune(configs=DQ_CONFIGS, key=TUNING_KEY)
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
+                 s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
+                 n_heads, seqlen_q, seqlen_k, qk_scale, sm_scale,
+                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    off_hz = tl.program_id(1)
+    off_z = (off_hz // n_heads).to(tl.int64)
+    off_h = (off_hz % n_heads).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    row_base = off_hz.to(tl.int64) * seqlen_q
+    q = _load_tile(Q + off_z * s_qz + off_h * s_qh + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd,
+                   offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
+    rows = row_base * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    do = _load_tile(DO + rows, offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
+    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
+    delta = tl.load(Delta + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
+    k_base = K + off_z * s_kz + off_h * s_kh
+    v_base = V + off_z * s_vz + off_h * s_vh
+
+    dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    full_k = (seqlen_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        unmasked_hi = tl.minimum(start_m, full_k)
+        masked_hi = tl.minimum(start_m + BLOCK_M, seqlen_k)
+    else:
+        unmasked_hi = full_k
+        masked_hi = seqlen_k
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                            0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, DOT_PRECISION,
+                            BLOCK_N)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                            unmasked_hi, masked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True,
+                            DOT_PRECISION, BLOCK_N)
+    _store_tile(DQ + rows, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM)
+
+
+def _shape_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> dict:
+    """The constexpr arguments every kernel shares: head dim (padded to a power of two) and the mask."""
+    head_dim = q.shape[-1]
+    padded = max(16, triton.next_power_of_2(head_dim))
+    return {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": padded, "EVEN_D": head_dim == padded, "CAUSAL": causal,
+            "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32"}
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, sm_scale: float):
+        batch, heads, seqlen_q, _ = q.shape
+        seqlen_k = k.shape[2]
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty((batch * heads, seqlen_q), dtype=torch.float32, device=q.device)
+        shape = _shape_args(q, k, v, causal)
+
+        def grid(meta):
+            return triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads
+
+        _attn_fwd[grid](q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k,
+                        sm_scale * LOG2E, **shape)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.sm_scale = causal, sm_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        batch, heads, seqlen_q, head_dim = q.shape
+        seqlen_k = k.shape[2]
+        grad_out = grad_out.contiguous()
+        shape = _shape_args(q, k, v, ctx.causal)
+        delta = torch.empty_like(lse)
+        rows_per_block = 64
+        _attn_bwd_preprocess[(triton.cdiv(seqlen_q, rows_per_block), batch * heads)](
+            out, grad_out, delta, seqlen_q, head_dim, shape["HEAD_DIM_PAD"], rows_per_block)
+
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        strides = (*q.stride(), *k.stride(), *v.stride())
+        sizes = (heads, seqlen_q, seqlen_k, ctx.sm_scale * LOG2E, ctx.sm_scale)
+        _attn_bwd_dkdv[lambda meta: (triton.cdiv(seqlen_k, meta["BLOCK_N"]), batch * heads)](
+            q, k, v, grad_out, dk, dv, lse, delta, *strides, *sizes, **shape)
+        _attn_bwd_dq[lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads)](
+            q, k, v, grad_out, dq, lse, delta, *strides, *sizes, **shape)
+        return dq, dk, dv, None, None
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float | None) -> None:
+    """Raise ValueError, before any launch, for inputs the kernels do not handle."""
+    tensors = {"q": q, "k": k, "v": v}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have 4 dims (batch, heads, seq, head_dim), got shape {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in DTYPES:
+        raise ValueError(f"dtype {q.dtype} is not supported; use float16, bfloat16 or float32")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
+        raise ValueError(f"tensors on {q.device} need a CUDA GPU (or TRITON_INTERPRET=1 for CPU tensors)")
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
+                         "(batch and heads must agree; k and v must share seqlen_k)")
+    head_dim = q.shape[-1]
+    if k.shape[-1] != head_dim or v.shape[-1] != head_dim:
+        raise ValueError(f"q, k and v must share head_dim, got {head_dim}, {k.shape[-1]}, {v.shape[-1]}")
+    if head_dim % 8 or not 8 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim {head_dim} is not supported; use a multiple of 8 up to {MAX_HEAD_DIM}")
+    if min(q.shape) == 0 or k.shape[2] == 0:
+        raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
+        raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                    sm_scale: float | None = None) -> torch.Tensor:
+    """softmax(q @ k^T * sm_scale [+ causal mask]) @ v, fused; differentiable in q, k and v.
+
+    `(batch, heads, seq, head_dim)` tensors of one dtype (fp16, bf16 or fp32; fp32 accumulation), any
+    sequence lengths (seqlen_q may differ from seqlen_k), head_dim a multiple of 8 up to 128, any strides.
+    `sm_scale` defaults to 1/sqrt(head_dim). Raises ValueError for anything else.
+    """
+    _check_inputs(q, k, v, sm_scale)
+    scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    return _FlashAttention.apply(q, k, v, bool(causal), scale)

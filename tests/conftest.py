@@ -1,0 +1,29 @@
+"""Unit-test set-up for Triton's interpreter (the root conftest turns it on where there is no GPU)."""
+
+import os
+
+
+def _interpreter_dot_reads_bfloat16() -> None:
+    """Triton's interpreter keeps bfloat16 as uint16 bits and its tl.dot multiplies those bits
+    (triton-lang/triton#11584, unfixed in 3.8). Widen bfloat16 operands to float32 first: exact, and
+    what a tensor core's fp32 accumulation computes, so the kernel under test is unchanged."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    dot = interpreter.InterpreterBuilder.create_dot
+
+    def widen(handle):
+        if handle.dtype.scalar != tl.bfloat16:
+            return handle
+        wide = interpreter._convert_float(handle.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return interpreter.TensorHandle(wide, tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    interpreter.InterpreterBuilder.create_dot = create_dot
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_dot_reads_bfloat16()

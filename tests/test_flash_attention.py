@@ -1,0 +1,106 @@
+"""The Triton kernel against a float64 reference, on the CPU through Triton's interpreter.
+
+Tolerance, the way FlashAttention's tests set it: the kernel's largest error against float64 may be at
+most a small multiple of the largest error of PyTorch's own attention computed in the same dtype.
+"""
+
+import pytest
+import torch
+
+from bench.attention import naive
+from kernels import flash_attention
+
+ERROR_MULTIPLE = 3  # FlashAttention's tests use 2 for the output; gradients pile up more rounding
+
+# The kernel computes in fp32: where PyTorch's error is exactly 0 (a row that sees a single key), the
+# kernel's exp2 and delta may still round a few fp32 ulps.
+FLOOR = 1e-6
+
+# (seqlen_q, seqlen_k, head_dim): tails past the interpreter's 16-wide blocks, seqlen_q != seqlen_k both ways.
+SHAPES = [(37, 37, 16), (50, 29, 40), (29, 50, 64), (1, 17, 16)]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def inputs(seqlen_q, seqlen_k, head_dim, batch=2, heads=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, seqlen_q, head_dim, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(batch, heads, seqlen_k, head_dim, generator=gen, dtype=torch.float64) for _ in range(2))
+    grad = torch.randn(batch, heads, seqlen_q, head_dim, generator=gen, dtype=torch.float64)
+    return (q, k, v), grad
+
+
+def output_and_grads(attn, qkv, grad, dtype, causal):
+    leaves = [t.detach().to(dtype).requires_grad_() for t in qkv]
+    out = attn(*leaves, causal=causal)
+    out.backward(grad.to(dtype))
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), SHAPES, ids=lambda x: str(x))
+def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_dim, dtype, causal):
+    qkv, grad = inputs(seqlen_q, seqlen_k, head_dim)
+    reference = output_and_grads(naive, qkv, grad, torch.float64, causal)
+    torch_low = output_and_grads(naive, qkv, grad, dtype, causal)
+    kernel = output_and_grads(flash_attention, qkv, grad, dtype, causal)
+    for name, ref, low, ours in zip(["out", "dq", "dk", "dv"], reference, torch_low, kernel, strict=True):
+        assert ours.dtype == dtype and ours.shape == ref.shape
+        ours_err = (ours.double() - ref).abs().max().item()
+        torch_err = (low.double() - ref).abs().max().item()
+        assert ours_err <= ERROR_MULTIPLE * torch_err + FLOOR, f"{name}: {ours_err:.2e} vs {torch_err:.2e}"
+
+
+def test_strided_inputs_give_the_contiguous_result():
+    gen = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 21, 3, 2, 16, generator=gen).permute(2, 0, 3, 1, 4)  # as a fused projection makes
+    q, k, v = (t.requires_grad_() for t in qkv.unbind(0))
+    assert not q.is_contiguous()
+    out = flash_attention(q, k, v, causal=True)
+    out.sum().backward()
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    out_dense = flash_attention(*dense, causal=True)
+    out_dense.sum().backward()
+    torch.testing.assert_close(out, out_dense)
+    for strided, contiguous in zip((q, k, v), dense, strict=True):
+        torch.testing.assert_close(strided.grad, contiguous.grad)
+
+
+def test_sm_scale_is_applied():
+    (q, k, v), _ = inputs(9, 9, 16)
+    q, k, v = (t.float() for t in (q, k, v))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5)
+    torch.testing.assert_close(flash_attention(q, k, v, sm_scale=0.5), expected, rtol=1e-5, atol=1e-5)
+
+
+def rand(*shape, dtype=torch.float16, device="cpu"):
+    return torch.randn(*shape).to(dtype=dtype, device=device)
+
+
+GOOD = rand(1, 2, 8, 16)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    ((rand(2, 8, 16), GOOD, GOOD), {}, "q must have 4 dims"),
+    ((GOOD, [1.0], GOOD), {}, "k must be a torch.Tensor"),
+    ((GOOD, rand(1, 2, 8, 16, dtype=torch.bfloat16), GOOD), {}, "must share a dtype"),
+    ((rand(1, 2, 8, 16, dtype=torch.float64),) * 3, {}, "dtype torch.float64 is not supported"),
+    ((GOOD, rand(1, 3, 8, 16), rand(1, 3, 8, 16)), {}, "shapes do not match"),
+    ((GOOD, GOOD, rand(1, 2, 9, 16)), {}, "shapes do not match"),
+    ((GOOD, rand(1, 2, 8, 24), rand(1, 2, 8, 24)), {}, "must share head_dim"),
+    ((rand(1, 2, 8, 12),) * 3, {}, "head_dim 12 is not supported"),
+    ((rand(1, 2, 8, 136),) * 3, {}, "head_dim 136 is not supported"),
+    ((rand(1, 2, 0, 16),) * 3, {}, "empty input"),
+    ((GOOD, GOOD, GOOD), {"sm_scale": -1.0}, "sm_scale must be a positive number"),
+    ((GOOD, GOOD, rand(1, 2, 8, 16, device="meta")), {}, "must be on one device"),
+    ((rand(1, 2, 8, 16, device="meta"),) * 3, {}, "need a CUDA GPU"),
+])
+def test_unsupported_inputs_raise_value_error_saying_why(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        flash_attention(*args, **kwargs)
+
+
+def test_cpu_tensors_without_the_interpreter_raise(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="need a CUDA GPU"):
+        flash_attention(GOOD, GOOD, GOOD)
