@@ -12,6 +12,7 @@ import torch
 if not torch.cuda.is_available():  # Triton runs on a CPU only in its interpreter, chosen before triton loads
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from bench import calibrate
 from bench.harness import Settings, run_case
 from bench.options import OptionError, SweepOptions, add_options
 from bench.results import RunWriter
@@ -52,6 +53,7 @@ class ArchbenchRun:
         )
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases
+        self.calibration = calibrate.load_or_measure(self.options.device)  # cached per machine
 
     def run(self, case, benchmark) -> None:
         """Measure a case and record its row; a skipped or oom case skips its test with the reason."""
@@ -66,6 +68,8 @@ class ArchbenchRun:
         """Keep the row (and the benchmark's figures in its extra_info), rewriting results.csv."""
         if self.writer is None:
             self.writer = RunWriter(self._make_run_dir())
+            self.writer.write_json("calibration.json", self.calibration)
+        row["pct_of_peak"] = calibrate.pct_of_peak(row.get("tflops"), row["precision"], self.calibration)
         benchmark.extra_info.update({k: v for k, v in row.items() if v is not None})
         self.writer.add(row)
         if benchmark.stats is not None:

@@ -1,0 +1,97 @@
+"""The machine's measured ceilings: dense matmul TFLOP/s per precision and copy bandwidth, so every result
+can say what share of the machine it used. Measured once per machine and cached."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import torch
+
+from bench.environment import fingerprint
+from bench.results import atomic_write
+
+CACHE_DIR = Path.home() / ".cache" / "archbench"
+# name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
+MATMUL_PRECISIONS = {
+    "fp32": (torch.float32, False),
+    "tf32": (torch.float32, True),
+    "fp16": (torch.float16, False),
+    "bf16": (torch.bfloat16, False),
+}
+# Which measured peak a result row's precision is judged against.
+PEAK_FOR_PRECISION = {"fp32": "fp32", "amp_fp16": "fp16", "amp_bf16": "bf16", "fp16": "fp16", "bf16": "bf16"}
+MATMUL_SIZE = {"cuda": 8192, "cpu": 512}  # CPU fp16 matmuls are slow: a smaller product keeps this short
+COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
+
+
+def _median_seconds(stmt: str, **env) -> float:
+    """torch.utils.benchmark's median over at least half a second of runs (it synchronises CUDA)."""
+    from torch.utils.benchmark import Timer  # imported here: it loads torch's C++ extension tooling
+
+    return Timer(stmt, globals=env).blocked_autorange(min_run_time=0.5).median
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, tf32: bool, n: int) -> float:
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        seconds = _median_seconds("a @ b", a=a, b=b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    return 2 * n**3 / seconds / 1e12
+
+
+def copy_gbps(device: torch.device, nbytes: int) -> float:
+    """Device-to-device copy (read + write) on a GPU, a large memcpy on a CPU."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / _median_seconds("dst.copy_(src)", dst=dst, src=src) / 1e9
+
+
+def measure(device: torch.device) -> dict:
+    """Run the calibration: a dict of the ceilings, the sizes used and the environment."""
+    n = MATMUL_SIZE[device.type]
+    return {
+        "device": device.type,
+        **fingerprint(device.type),
+        "host": socket.gethostname(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "matmul_size": n,
+        "matmul_tflops": {name: matmul_tflops(device, dtype, tf32, n)
+                          for name, (dtype, tf32) in MATMUL_PRECISIONS.items()},
+        "copy_bytes": COPY_BYTES[device.type],
+        "copy_gbps": copy_gbps(device, COPY_BYTES[device.type]),
+    }
+
+
+def cache_path(device: torch.device, cache_dir: Path = CACHE_DIR) -> Path:
+    """One file per machine, device and software: a new driver or torch recalibrates."""
+    env = fingerprint(device.type)
+    key = "-".join([socket.gethostname(), env["device_name"], env["torch"], env["driver"] or "nodriver"])
+    return cache_dir / ("".join(c if c.isalnum() or c in "-_." else "_" for c in key) + ".json")
+
+
+def load_or_measure(device: torch.device, cache_dir: Path = CACHE_DIR, refresh: bool = False) -> dict:
+    """The cached calibration of this machine, measured first when missing (or when asked)."""
+    path = cache_path(device, cache_dir)
+    if path.exists() and not refresh:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged cache is measured again
+    result = measure(device)
+    atomic_write(path, json.dumps(result, indent=2))
+    return result
+
+
+def pct_of_peak(tflops: float | None, precision: str, calibration: dict) -> float | None:
+    """Achieved TFLOP/s as a percentage of the machine's measured matmul peak for that precision."""
+    peak = calibration.get("matmul_tflops", {}).get(PEAK_FOR_PRECISION.get(precision, ""))
+    if tflops is None or not peak:
+        return None
+    return 100.0 * tflops / peak

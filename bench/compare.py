@@ -1,0 +1,98 @@
+"""Runs from different machines (or software) side by side: the same cases lined up, throughput ratios
+against the first run, and the same ratios normalised by each machine's calibrated peak."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.calibrate import PEAK_FOR_PRECISION  # noqa: E402
+from bench.results import atomic_write  # noqa: E402
+from bench.runs import REPORTS_DIR, RunError, load_calibration, load_results, resolve  # noqa: E402
+
+KEY = ["case_id", "model", "phase", "precision", "batch", "attention"]
+
+
+def _label(run_dir: Path, results: pd.DataFrame) -> str:
+    devices = results["device_name"].dropna()
+    return f"{run_dir.name} ({devices.iloc[0] if len(devices) else '?'})"
+
+
+def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One row per case that ran ok in every run; columns per run; and the cases missing somewhere."""
+    if len(runs) < 2:
+        raise RunError("compare needs at least two runs")
+    dirs = [resolve(run, reports_dir) for run in runs]
+    if len({d.resolve() for d in dirs}) < len(dirs):
+        raise RunError("compare got the same run twice")
+    tables, labels, everything = [], [], set()
+    for run_dir in dirs:
+        results = load_results(run_dir)
+        calibration = load_calibration(run_dir)
+        everything |= set(results["case_id"])
+        ok = results[results["status"] == "ok"].copy()
+        peaks = calibration.get("matmul_tflops", {})
+        ok["peak_tflops"] = ok["precision"].map(lambda p, peaks=peaks: peaks.get(PEAK_FOR_PRECISION.get(p, "")))
+        labels.append(_label(run_dir, results))
+        tables.append(ok.set_index("case_id"))
+    common = sorted(set.intersection(*(set(t.index) for t in tables)))
+    if not common:
+        raise RunError("the runs share no case that ran ok in all of them: nothing to compare")
+    missing = sorted(everything - set(common))
+    first = tables[0].loc[common]
+    lined = first[KEY[1:]].copy()
+    for label, table in zip(labels, tables, strict=True):
+        rows = table.loc[common]
+        lined[f"median_ms | {label}"] = rows["median_s"] * 1e3
+        lined[f"samples/s | {label}"] = rows["samples_per_s"]
+        ratio = rows["samples_per_s"] / first["samples_per_s"]
+        lined[f"x first | {label}"] = ratio
+        lined[f"x first / peak | {label}"] = ratio / (rows["peak_tflops"] / first["peak_tflops"])
+    return lined.reset_index(), labels, missing
+
+
+def _plot(lined: pd.DataFrame, labels: list[str], path: Path) -> None:
+    """Grouped bars: geometric-mean throughput ratio per model, raw and peak-normalised, per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
+    models = list(dict.fromkeys(lined["model"]))
+    x = np.arange(len(models))
+    width = 0.8 / len(labels)
+    for ax, what in zip(axes, ("x first", "x first / peak"), strict=True):
+        for i, label in enumerate(labels):
+            column = f"{what} | {label}"
+            means = [float(np.exp(np.log(lined.loc[lined["model"] == m, column]).mean())) for m in models]
+            ax.bar(x + i * width, means, width, label=label)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xticks(x + width * (len(labels) - 1) / 2, models, rotation=30, ha="right")
+        ax.set_title("throughput vs first run" + (" / peak ratio" if "peak" in what else ""))
+        ax.set_ylabel("ratio (geometric mean over cases)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
+    """compare.md, compare.html and compare.png under reports/compare-<ids>/; returns the folder."""
+    lined, labels, missing = line_up(runs, reports_dir)
+    ids = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", resolve(run, reports_dir).name) for run in runs)
+    out = reports_dir / f"compare-{ids}"
+    out.mkdir(parents=True, exist_ok=True)  # derived files: regenerated identically from the runs
+    _plot(lined, labels, out / "compare.png")
+    heading = "# archbench compare\n\nRuns: " + "; ".join(labels) + f". {len(lined)} cases ran ok in every run.\n\n"
+    missing_md = "\n\nMissing or not ok in some run: " + ", ".join(f"`{c}`" for c in missing) + "\n" if missing else ""
+    atomic_write(out / "compare.md", heading + lined.to_markdown(index=False, floatfmt=".3g") + missing_md
+                 + "\n\n![throughput ratios](compare.png)\n")
+    atomic_write(out / "compare.html", "<html><head><meta charset='utf-8'><title>archbench compare</title></head>"
+                 f"<body><h1>archbench compare</h1><p>{'; '.join(labels)}</p>"
+                 + lined.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+                 + (f"<p>Missing or not ok in some run: {', '.join(missing)}</p>" if missing else "")
+                 + "<img src='compare.png' alt='throughput ratios'></body></html>")
+    return out

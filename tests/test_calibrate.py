@@ -1,0 +1,36 @@
+"""Calibration: ceilings measured once per machine and cached; % of peak per precision."""
+
+import pytest
+import torch
+
+from bench import calibrate
+
+CPU = torch.device("cpu")
+
+
+def test_calibration_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate, "MATMUL_SIZE", {"cpu": 64})
+    monkeypatch.setattr(calibrate, "COPY_BYTES", {"cpu": 1 << 20})
+    first = calibrate.load_or_measure(CPU, cache_dir=tmp_path)
+    assert set(first["matmul_tflops"]) == {"fp32", "tf32", "fp16", "bf16"}
+    assert all(v > 0 for v in first["matmul_tflops"].values()) and first["copy_gbps"] > 0
+    assert calibrate.cache_path(CPU, tmp_path).exists()
+    monkeypatch.setattr(calibrate, "measure", lambda device: pytest.fail("measured twice"))
+    assert calibrate.load_or_measure(CPU, cache_dir=tmp_path) == first
+
+
+def test_matmul_tflops_is_two_n_cubed_over_the_time(monkeypatch):
+    monkeypatch.setattr(calibrate, "_median_seconds", lambda stmt, **env: 0.5)
+    assert calibrate.matmul_tflops(CPU, torch.float32, False, 100) == pytest.approx(2 * 100**3 / 0.5 / 1e12)
+
+
+@pytest.mark.parametrize(("precision", "peak"), [("fp32", 10.0), ("amp_bf16", 40.0), ("amp_fp16", 20.0),
+                                                  ("bf16", 40.0)])
+def test_pct_of_peak_uses_the_peak_of_the_rows_precision(precision, peak):
+    calibration = {"matmul_tflops": {"fp32": 10.0, "tf32": 15.0, "fp16": 20.0, "bf16": 40.0}}
+    assert calibrate.pct_of_peak(5.0, precision, calibration) == pytest.approx(100 * 5.0 / peak)
+
+
+def test_pct_of_peak_is_empty_without_a_figure():
+    assert calibrate.pct_of_peak(None, "fp32", {"matmul_tflops": {"fp32": 1.0}}) is None
+    assert calibrate.pct_of_peak(1.0, "fp32", {}) is None

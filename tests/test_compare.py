@@ -1,0 +1,80 @@
+"""compare: two small fixture runs from different machines, lined up, ratioed and normalised by peak."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.compare import line_up, write_comparison
+from bench.runs import RunError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fixture_run(reports: Path, run_id: str, device: str, samples_per_s: dict[str, float], bf16_peak: float) -> Path:
+    run = reports / run_id
+    run.mkdir(parents=True)
+    rows = [{"case_id": case, "model": case.split("-")[0], "phase": "fwd", "precision": "amp_bf16", "batch": 8,
+             "attention": None, "device_name": device, "status": "ok", "median_s": 8 / sps, "samples_per_s": sps}
+            for case, sps in samples_per_s.items()]
+    rows.append({"case_id": "vit_b_16-fwd-amp_bf16-b8", "model": "vit_b_16", "precision": "amp_bf16",
+                 "device_name": device, "status": "oom", "reason": "OutOfMemoryError"})
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    (run / "calibration.json").write_text(json.dumps({"matmul_tflops": {"bf16": bf16_peak, "fp32": 50.0}}))
+    return run
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    fixture_run(tmp_path, "h100", "NVIDIA H100", {"cnn-fwd-amp_bf16-b8": 1000.0, "resnet50-fwd-amp_bf16-b8": 200.0},
+                bf16_peak=800.0)
+    fixture_run(tmp_path, "h200", "NVIDIA H200",
+                {"cnn-fwd-amp_bf16-b8": 1500.0, "resnet50-fwd-amp_bf16-b8": 300.0, "gru-fwd-amp_bf16-b8": 5.0},
+                bf16_peak=1000.0)
+    return tmp_path
+
+
+def test_cases_line_up_with_ratios_against_the_first_run_and_per_peak(two_runs):
+    lined, labels, missing = line_up(["h100", "h200"], reports_dir=two_runs)
+    assert labels == ["h100 (NVIDIA H100)", "h200 (NVIDIA H200)"]
+    assert list(lined["case_id"]) == ["cnn-fwd-amp_bf16-b8", "resnet50-fwd-amp_bf16-b8"]
+    assert list(lined["x first | h200 (NVIDIA H200)"]) == pytest.approx([1.5, 1.5])
+    assert list(lined["x first / peak | h200 (NVIDIA H200)"]) == pytest.approx([1.5 / 1.25, 1.5 / 1.25])
+    assert list(lined["median_ms | h100 (NVIDIA H100)"]) == pytest.approx([8.0, 40.0])
+    assert missing == ["gru-fwd-amp_bf16-b8", "vit_b_16-fwd-amp_bf16-b8"]
+
+
+def test_comparison_files_are_written(two_runs):
+    out = write_comparison(["h100", str(two_runs / "h200")], reports_dir=two_runs)
+    assert out == two_runs / "compare-h100-h200"
+    assert {p.name for p in out.iterdir()} == {"compare.md", "compare.html", "compare.png"}
+    markdown = (out / "compare.md").read_text()
+    assert "cnn-fwd-amp_bf16-b8" in markdown and "Missing or not ok in some run: `gru-fwd-amp_bf16-b8`" in markdown
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("runs", "message"), [
+    (["h100"], "compare needs at least two runs"),
+    (["h100", "h100"], "compare got the same run twice"),
+    (["h100", "nowhere"], "nowhere: no such run folder"),
+])
+def test_bad_run_lists_are_refused(two_runs, runs, message):
+    with pytest.raises(RunError, match=message):
+        line_up(runs, reports_dir=two_runs)
+
+
+def test_runs_with_nothing_in_common_are_refused(two_runs):
+    fixture_run(two_runs, "other", "CPU", {"lstm-fwd-amp_bf16-b8": 10.0}, bf16_peak=1.0)
+    with pytest.raises(RunError, match="share no case that ran ok in all of them"):
+        line_up(["h100", "other"], reports_dir=two_runs)
+
+
+def test_an_empty_run_folder_is_refused(two_runs):
+    (two_runs / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-m", "bench", "compare", str(two_runs / "h100"), str(two_runs / "empty")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("empty: not a run folder (no results.csv)")
