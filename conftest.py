@@ -15,6 +15,8 @@ if not torch.cuda.is_available():  # Triton runs on a CPU only in its interprete
 from bench import calibrate
 from bench.harness import Settings, run_case
 from bench.options import OptionError, SweepOptions, add_options
+from bench.profile import profile_case
+from bench.report import write_report
 from bench.results import RunWriter
 
 OPTIONS = pytest.StashKey[SweepOptions]()
@@ -54,21 +56,41 @@ class ArchbenchRun:
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases
         self.calibration = calibrate.load_or_measure(self.options.device)  # cached per machine
+        self.report: Path | None = None
+        self.report_error = ""
 
     def run(self, case, benchmark) -> None:
         """Measure a case and record its row; a skipped or oom case skips its test with the reason."""
         row = run_case(case, benchmark, self.settings)
+        if row["status"] == "ok" and self.config.getoption("profile"):
+            self._profile(case, row)
         self.record(row, benchmark)
         if row["status"] == "error":
             pytest.fail(row["reason"])
         if row["status"] != "ok":
             pytest.skip(f"{row['status']}: {row['reason']}")
 
-    def record(self, row: dict, benchmark) -> None:
-        """Keep the row (and the benchmark's figures in its extra_info), rewriting results.csv."""
+    def _profile(self, case, row: dict) -> None:
+        """A separate profiled pass; its attention share goes into the row, a failure into profile_error."""
+        trace_dir = self.run_dir() / "traces" / case.id
+        try:
+            shares = profile_case(case, self.settings.device, trace_dir, self.config.getoption("profile_steps"),
+                                  self.config.getoption("profile_stacks")).set_index("category")["share"]
+        except Exception as err:  # a profiler failure must not lose the timing
+            row["profile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            return
+        row["attention_share"] = float(shares.get("attention", 0.0))
+
+    def run_dir(self) -> Path:
+        """This run's folder, made (with the machine's calibration in it) on first use."""
         if self.writer is None:
             self.writer = RunWriter(self._make_run_dir())
             self.writer.write_json("calibration.json", self.calibration)
+        return self.writer.run_dir
+
+    def record(self, row: dict, benchmark) -> None:
+        """Keep the row (and the benchmark's figures in its extra_info), rewriting results.csv."""
+        self.run_dir()
         row["pct_of_peak"] = calibrate.pct_of_peak(row.get("tflops"), row["precision"], self.calibration)
         benchmark.extra_info.update({k: v for k, v in row.items() if v is not None})
         self.writer.add(row)
@@ -110,8 +132,13 @@ def archbench_run(request: pytest.FixtureRequest) -> ArchbenchRun:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash.get(RUN, None)
-    if run is not None:
-        run.write_benchmark_json()
+    if run is None or run.writer is None:
+        return
+    run.write_benchmark_json()
+    try:
+        run.report = write_report(str(run.writer.run_dir))
+    except Exception as err:  # the results are on disk already; say why the report is missing
+        run.report_error = f"report not written: {type(err).__name__}: {err}"
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -122,3 +149,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     terminalreporter.write_sep("-", "archbench")
     terminalreporter.write_line(f"{len(run.writer.rows)} cases ({tally}) -> {run.writer.run_dir}")
+    if run.report is not None:
+        terminalreporter.write_line(f"report: {run.report}")
+    if run.report_error:
+        terminalreporter.write_line(run.report_error, red=True)

@@ -1,10 +1,30 @@
-"""archbench's command line: python -m bench {calibrate, compare, gate} ..."""
+"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate} ..."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    print(f"wrote {write_report(args.run)} (and summary.md, plots/, tb/ beside it)")
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from bench.runs import RunError, resolve
+
+    run_dir = resolve(args.run)
+    if not (run_dir / "traces").is_dir() and not (run_dir / "tb").is_dir():
+        raise RunError(f"{run_dir}: no traces/ or tb/ (run pytest bench with --profile, then python -m bench report)")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--port", str(args.port)]
+    print(" ".join(command), file=sys.stderr)
+    return subprocess.call(command)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -45,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    report = commands.add_parser("report", help="write summary.md, report.html, plots/ and tb/ for a run")
+    report.add_argument("run", help="run folder or run-id under reports/")
+    report.set_defaults(handler=_report)
+
+    tensorboard = commands.add_parser("tensorboard", help="open a run's traces and scalars in TensorBoard")
+    tensorboard.add_argument("run", help="run folder or run-id under reports/")
+    tensorboard.add_argument("--port", type=int, default=6006)
+    tensorboard.set_defaults(handler=_tensorboard)
+
     calibrate = commands.add_parser("calibrate", help="measure this machine's matmul TFLOP/s and copy bandwidth")
     calibrate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    calibrate.set_defaults(run=_calibrate)
+    calibrate.set_defaults(handler=_calibrate)
 
     compare = commands.add_parser("compare", help="line up the same cases from runs on different machines")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders or run-ids under reports/")
-    compare.set_defaults(run=_compare)
+    compare.set_defaults(handler=_compare)
 
     gate = commands.add_parser("gate", help="fail (exit 1) when the candidate is slower than the baseline",
                                description="Exit 0: no regression; 1: a regression; 2: unusable input.")
@@ -60,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--threshold", type=float, default=None, metavar="PCT",
                       help="smallest slowdown in percent that may fail (default: 5 on GPU runs, 50 on CPU runs)")
     gate.add_argument("--alpha", type=float, default=0.01, help="significance level of the tests (default 0.01)")
-    gate.set_defaults(run=_gate)
+    gate.set_defaults(handler=_gate)
 
     args = parser.parse_args(argv)
     from bench.runs import RunError
 
     try:
-        return args.run(args)
+        return args.handler(args)
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

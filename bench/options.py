@@ -118,3 +118,9 @@ def add_options(parser) -> None:
     group.addoption("--run-id", default=None,
                     help="name of this run's folder under the reports dir. Default: timestamp-host")
     group.addoption("--reports-dir", default=None, help="where run folders go. Default: <rootdir>/reports")
+    group.addoption("--profile", action="store_true",
+                    help="after timing each case, profile it in a separate pass (torch.profiler) into "
+                         "reports/<run-id>/traces/<case-id>/ for TensorBoard")
+    group.addoption("--profile-steps", type=int, default=3, metavar="N",
+                    help="active profiler steps per case, after 1 wait and 1 warm-up step. Default: 3")
+    group.addoption("--profile-stacks", action="store_true", help="record Python stacks in the traces (slower)")

@@ -1,0 +1,79 @@
+"""torch.profiler passes over a case, after and apart from its timing: traces for TensorBoard's PyTorch
+Profiler tab, and a breakdown of where the time went, from the profiler's own key_averages()."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+from bench.harness import WORKLOADS
+from bench.results import atomic_write
+
+# Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
+# plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.
+CATEGORIES = [
+    ("attention", r"attention|attn|flash|fmha|softmax|sdpa"),
+    ("matmul/conv", r"\bmm\b|bmm|addmm|matmul|linear|conv|gemm|cutlass|xmma|wgmma|sm\d\d_|mkldnn|onednn|"
+                    r"_lstm|_gru|rnn"),
+    ("normalisation", r"norm"),
+    ("memory copy", r"copy|memcpy|memset|contiguous|clone|\bcat\b|to_copy|\bto\b|index|gather|scatter|embedding"),
+    ("elementwise", r"add|mul|div|sub|relu|gelu|silu|tanh|sigmoid|exp|where|fill|dropout|elementwise|vectorized|"
+                    r"pointwise|reduce|sum|mean|max|neg|pow|sqrt|clamp|masked|nll|loss|adam|foreach|mask|bernoulli"),
+]
+
+
+def categorise(name: str) -> str:
+    lowered = name.lower()
+    for category, pattern in CATEGORIES:
+        if re.search(pattern, lowered):
+            return category
+    return "other"
+
+
+def operator_times(prof: profile, on_gpu: bool) -> pd.DataFrame:
+    """Self time per operator (CPU) or per kernel and copy (GPU), microseconds, largest first."""
+    rows = []
+    for event in prof.key_averages():
+        if event.key.startswith("ProfilerStep"):
+            continue  # the step marker's self time is Python between ops, not an operator
+        self_us = getattr(event, "self_device_time_total", 0) if on_gpu else event.self_cpu_time_total
+        if self_us > 0:
+            rows.append({"name": event.key, "calls": event.count, "self_us": float(self_us)})
+    frame = pd.DataFrame(rows, columns=["name", "calls", "self_us"]).sort_values("self_us", ascending=False)
+    frame["share"] = frame["self_us"] / frame["self_us"].sum()
+    frame["category"] = frame["name"].map(categorise)
+    return frame.reset_index(drop=True)
+
+
+def breakdown(operators: pd.DataFrame) -> pd.DataFrame:
+    """Share of self time per category (attention, matmul/conv, normalisation, memory copy, ...)."""
+    shares = operators.groupby("category")["self_us"].sum()
+    frame = shares.rename("self_us").to_frame()
+    frame["share"] = frame["self_us"] / frame["self_us"].sum()
+    return frame.sort_values("share", ascending=False).reset_index()
+
+
+def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int = 3,
+                 with_stack: bool = False) -> pd.DataFrame:
+    """Profile `active_steps` rounds of a case into trace_dir; write breakdown.csv and operators.csv there."""
+    work = WORKLOADS[type(case)](case, device)
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=active_steps),
+                 on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=case.id),
+                 record_shapes=True, profile_memory=True, with_stack=with_stack) as prof:
+        for _ in range(2 + active_steps):
+            work.step()
+            if on_gpu:
+                torch.cuda.synchronize(device)
+            prof.step()
+    operators = operator_times(prof, on_gpu)
+    shares = breakdown(operators)
+    atomic_write(trace_dir / "operators.csv", operators.to_csv(index=False))
+    atomic_write(trace_dir / "breakdown.csv", shares.to_csv(index=False))
+    return shares

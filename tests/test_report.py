@@ -1,0 +1,123 @@
+"""The report, from a small fixture run on disk: tables recomputed from raw rounds, speed-ups, files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.report import write_report
+
+# case id -> raw rounds; the medians are 12, 6, 20, 10, 4 and 1 ms.
+ROUNDS = {
+    "cnn-fwd-fp32-b8": [0.010, 0.011, 0.012, 0.013, 0.100],
+    "cnn-fwd-amp_bf16-b8": [0.005, 0.006, 0.006, 0.007, 0.050],
+    "encoder-fwd-fp32-b4-naive": [0.019, 0.020, 0.021],
+    "encoder-fwd-fp32-b4-sdpa": [0.009, 0.010, 0.011],
+    "attn-fwd-bf16-causal-d64-s128-naive": [0.004, 0.004, 0.004],
+    "attn-fwd-bf16-causal-d64-s128-sdpa": [0.001, 0.001, 0.001],
+}
+
+
+def case_row(case_id: str) -> dict:
+    parts = case_id.split("-")
+    if parts[0] == "attn":
+        return {"case_id": case_id, "model": "attention", "phase": parts[1], "precision": parts[2], "batch": 2,
+                "attention": parts[-1], "seqlen": 128, "head_dim": 64, "heads": 4, "causal": True, "flops": 4e9,
+                "batch_tokens": 256}
+    return {"case_id": case_id, "model": parts[0], "phase": parts[1], "precision": parts[2],
+            "batch": int(parts[3][1:]), "attention": parts[4] if len(parts) > 4 else None, "flops": 1e9,
+            "batch_tokens": 256 if parts[0] == "encoder" else None}
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = tmp_path / "fixture-run"
+    run.mkdir()
+    rows = [{**case_row(case), "status": "ok", "median_s": 999.0, "device_name": "Test CPU", "peak_mem_bytes": 1e6,
+             "torch": "2.14.1"} for case in ROUNDS]
+    rows.append({**case_row("encoder-fwd-fp32-b4-naive"), "case_id": "encoder-fwd-fp32-b4-triton",
+                 "attention": "triton", "status": "skipped", "reason": "triton needs a CUDA GPU"})
+    rows.append({**case_row("cnn-fwd-fp32-b8"), "case_id": "cnn-fwd-fp32-b4096", "batch": 4096, "status": "oom",
+                 "reason": "OutOfMemoryError: CUDA out of memory"})
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    benchmarks = [{"fullname": f"bench/test_x.py::test_x[{case}]", "stats": {"data": data}}
+                  for case, data in ROUNDS.items()]
+    (run / "benchmark.json").write_text(json.dumps({"benchmarks": benchmarks}))
+    (run / "calibration.json").write_text(json.dumps({"matmul_tflops": {"fp32": 1.0, "bf16": 2.0}}))
+    trace = run / "traces" / "encoder-fwd-fp32-b4-sdpa"
+    trace.mkdir(parents=True)
+    pd.DataFrame({"category": ["attention", "matmul/conv"], "self_us": [30.0, 70.0], "share": [0.3, 0.7]}).to_csv(
+        trace / "breakdown.csv", index=False)
+    return run
+
+
+def table_after(markdown: str, heading: str) -> list[str]:
+    """The markdown table rows under a heading, header and rule left out."""
+    block = markdown.split(f"## {heading}\n\n", 1)[1].split("\n\n", 1)[0]
+    return block.splitlines()[2:]
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_throughput_is_recomputed_from_the_raw_rounds(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    rows = {tuple(cells(r)[:2]): cells(r)[2] for r in table_after(markdown, "Throughput: cnn (samples/s)")}
+    assert float(rows[("fwd", "fp32")]) == pytest.approx(8 / 0.012, rel=1e-3)  # not the CSV's 999 s median
+    assert float(rows[("fwd", "amp_bf16")]) == pytest.approx(8 / 0.006, rel=1e-3)
+    assert "Timings recomputed from 22 raw rounds" in markdown
+
+
+def test_amp_and_attention_speedups(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    amp = [cells(r) for r in table_after(markdown, "AMP speed-up over fp32")]
+    assert len(amp) == 1 and amp[0][0] == "cnn" and float(amp[0][-1]) == pytest.approx(2.0)
+    heading = "Attention implementations: time, TFLOP/s and speed-up over naive"
+    attention = [cells(r) for r in table_after(markdown, heading)]
+    speedups = {(r[0], r[7]): float(r[-1]) for r in attention}
+    assert speedups == {("encoder", "naive"): 1.0, ("encoder", "sdpa"): pytest.approx(2.0),
+                        ("attention", "naive"): 1.0, ("attention", "sdpa"): pytest.approx(4.0)}
+    tflops = {(r[0], r[7]): float(r[9]) for r in attention}
+    assert tflops[("attention", "sdpa")] == pytest.approx(4e9 / 0.001 / 1e12)
+
+
+def test_skipped_oom_noisy_and_profiled_cases_are_listed(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    not_ok = {cells(r)[0]: cells(r)[1:] for r in table_after(markdown, "Skipped, out-of-memory and failed cases")}
+    assert not_ok == {"encoder-fwd-fp32-b4-triton": ["skipped", "triton needs a CUDA GPU"],
+                      "cnn-fwd-fp32-b4096": ["oom", "OutOfMemoryError: CUDA out of memory"]}
+    noisy = [cells(r)[0] for r in table_after(markdown, "Noisy cases (IQR above 10% of the median)")]
+    # numpy quartiles: cnn IQRs are 2 of 12 ms and 1 of 6 ms; the encoder's 1 of 20 and 1 of 10 ms pass
+    assert noisy == ["cnn-fwd-fp32-b8", "cnn-fwd-amp_bf16-b8"]
+    breakdown = [cells(r) for r in table_after(markdown, "Profile breakdown (% of self time)")]
+    assert breakdown == [["encoder-fwd-fp32-b4-sdpa", "30", "70"]]
+
+
+def test_html_is_self_contained_with_every_table_and_plot(run_dir):
+    page = write_report(str(run_dir)).read_text()
+    markdown = (run_dir / "summary.md").read_text()
+    for heading in [line[3:] for line in markdown.splitlines() if line.startswith("## ")]:
+        assert f"<h2>{heading}</h2>" in page.replace("&amp;", "&")
+    plots = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert plots == ["attention_tflops_vs_seqlen.png", "memory_vs_batch.png", "profile_breakdown.png",
+                     "throughput_vs_batch.png"]
+    assert page.count('src="data:image/png;base64,') == len(plots)
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def test_headline_figures_are_logged_as_tensorboard_scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    write_report(str(run_dir))
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "cnn-fwd-fp32-b8/samples_per_s" in tags and len(tags) == 3 * len(ROUNDS)
+    value = events.Scalars("cnn-fwd-fp32-b8/samples_per_s")[0].value
+    assert value == pytest.approx(8 / np.median(ROUNDS["cnn-fwd-fp32-b8"]), rel=1e-5)
