@@ -32,7 +32,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[OPTIONS] = SweepOptions.from_values(config.getoption, Path(config.rootpath))
     except OptionError as err:
         raise pytest.UsageError(str(err)) from None
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped elsewhere; select with -m gpu)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

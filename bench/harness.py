@@ -112,32 +112,35 @@ def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = 
 
 class PeakMemory:
     """Peak memory over a stretch of work: the CUDA allocator's peak on GPU, the rise of the process's
-    peak resident set (VmHWM, reset through /proc/self/clear_refs) on Linux CPUs."""
+    peak resident set (VmHWM, reset through /proc/self/clear_refs) on Linux CPUs, None elsewhere."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.baseline = 0
+        self.baseline: int | None = None
 
     def start(self) -> None:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
+            return
+        _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
+        try:
             Path("/proc/self/clear_refs").write_text("5")
             self.baseline = self._status_bytes("VmRSS")
+        except OSError:  # not Linux: no resettable peak to read
+            self.baseline = None
 
-    def peak_bytes(self) -> int:
+    def peak_bytes(self) -> int | None:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
-        return self._status_bytes("VmHWM") - self.baseline
+        return None if self.baseline is None else self._status_bytes("VmHWM") - self.baseline
 
     @staticmethod
     def _status_bytes(field: str) -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError(f"/proc/self/status has no {field}")
+        raise OSError(f"/proc/self/status has no {field}")
 
 
 def is_oom(err: BaseException) -> bool:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench.cases import Case
-from bench.harness import Settings, count_flops, make_step, run_case
+from bench.harness import PeakMemory, Settings, count_flops, make_step, run_case
 from bench.models import MODELS
 from bench.models.cnn import SimpleCNN
 from bench.models.rnn import SentimentRNN, recurrent_flops
@@ -105,3 +105,11 @@ def test_broken_case_is_recorded_as_error(monkeypatch):
     monkeypatch.setitem(MODELS, "broken", tiny_spec("broken", broken_build))
     row = run_case(Case("broken", "fwd", "fp32", 1), None, FAST)
     assert (row["status"], row["reason"]) == ("error", "ValueError: bad shape")
+
+
+def test_cpu_peak_memory_sees_a_large_allocation():
+    memory = PeakMemory(CPU)
+    memory.start()
+    block = torch.ones(50_000_000)  # 200 MB, touched
+    del block
+    assert 190e6 < memory.peak_bytes() < 400e6
