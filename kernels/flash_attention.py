@@ -69,6 +69,21 @@ def _store_tile(ptrs, tile, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
+def _key_blocks(start_m, seqlen_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key ranges of a query block: [0, unmasked_hi) needs no mask, [unmasked_hi, masked_hi) does.
+    Under a causal mask the keys left of the block are all visible and the diagonal blocks are masked;
+    otherwise only the tail block past the last full BLOCK_N is."""
+    full_k = (seqlen_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        unmasked_hi = tl.minimum(start_m, full_k)
+        masked_hi = tl.minimum(start_m + BLOCK_M, seqlen_k)
+    else:
+        unmasked_hi = full_k
+        masked_hi = seqlen_k
+    return unmasked_hi, masked_hi
+
+
+@triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
                     seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
                     MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -115,13 +130,7 @@ def _attn_fwd(Q, K, V, Out, LSE,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
-    full_k = (seqlen_k // BLOCK_N) * BLOCK_N
-    if CAUSAL:  # keys left of this query block are all visible; the diagonal blocks need the mask
-        unmasked_hi = tl.minimum(start_m, full_k)
-        masked_hi = tl.minimum(start_m + BLOCK_M, seqlen_k)
-    else:
-        unmasked_hi = full_k
-        masked_hi = seqlen_k
+    unmasked_hi, masked_hi = _key_blocks(start_m, seqlen_k, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                                     0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False,
                                     DOT_PRECISION, BLOCK_N)
@@ -265,13 +274,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
     v_base = V + off_z * s_vz + off_h * s_vh
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
-    full_k = (seqlen_k // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        unmasked_hi = tl.minimum(start_m, full_k)
-        masked_hi = tl.minimum(start_m + BLOCK_M, seqlen_k)
-    else:
-        unmasked_hi = full_k
-        masked_hi = seqlen_k
+    unmasked_hi, masked_hi = _key_blocks(start_m, seqlen_k, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                             0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, DOT_PRECISION,
                             BLOCK_N)
