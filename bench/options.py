@@ -15,7 +15,7 @@ from bench.results import default_run_id
 
 DEVICES = ("auto", "cpu", "cuda")
 
-# option name -> (valid names or None, default, help)
+# option name -> (valid names, default (None: decided per benchmark), help)
 LIST_OPTIONS = {
     "models": (tuple(MODELS), "all", "models to benchmark"),
     "phases": (PHASES, "fwd,fwdbwd",

@@ -104,3 +104,20 @@ def test_cpu_tensors_without_the_interpreter_raise(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="need a CUDA GPU"):
         flash_attention(GOOD, GOOD, GOOD)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
+def test_transformer_models_run_with_the_triton_attention(causal):
+    """The registry's `triton` entry inside a model: permuted QKV views, the backward through four layers."""
+    from bench.models.transformer import MiniTransformer, TransformerConfig
+
+    tokens = torch.randint(0, 10_000, (2, 20), generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for attn in ("triton", "sdpa"):
+        torch.manual_seed(0)
+        model = MiniTransformer(TransformerConfig(dropout=0.0), attn, causal=causal)
+        out = model(tokens)
+        out.float().pow(2).mean().backward()
+        grads[attn] = (out.detach(), model.blocks[0].attn.qkv_proj.weight.grad)
+    torch.testing.assert_close(grads["triton"][0], grads["sdpa"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grads["triton"][1], grads["sdpa"][1], rtol=1e-4, atol=1e-4)
