@@ -21,8 +21,8 @@ LIST_OPTIONS = {
     "phases": (PHASES, "fwd,fwdbwd",
                "fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step"),
     "precisions": (tuple(PRECISIONS), "fp32,amp_bf16", "fp32, or autocast to fp16 (with GradScaler) or bf16"),
-    "attn": (tuple(ATTENTION), None, "attention implementations (default: naive,sdpa in the model sweep, "
-             "all in the attention micro-benchmark)"),
+    "attn": (tuple(ATTENTION), None, "attention implementations; default naive,sdpa in the model sweep, "
+             "all in the attention micro-benchmark"),
 }
 MODEL_ATTENTION_DEFAULT = "naive,sdpa"
 
@@ -109,7 +109,7 @@ def add_options(parser) -> None:
     for option, (valid, default, text) in LIST_OPTIONS.items():
         shown = f" Default: {default}" if default else ""
         group.addoption(f"--{option}", default=default, metavar="NAMES",
-                        help=f"{text}: comma-separated, or all. Valid: {', '.join(valid)}.{shown}")
+                        help=f"{text}. Comma-separated, or all. Valid: {', '.join(valid)}.{shown}")
     group.addoption("--batch-sizes", default=None, metavar="N,N",
                     help="batch sizes for every model, comma-separated. Default: each model's own for --size")
     group.addoption("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
