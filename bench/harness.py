@@ -251,12 +251,18 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / last)))
         benchmark.pedantic(timed_round, rounds=rounds, iterations=1, warmup_rounds=0)
     peak_mem = memory.peak_bytes()
-    flops = work.flops()
-    return {"status": "ok", "reason": "", "flops": flops, "peak_mem_bytes": peak_mem,
+    reason = ""
+    try:
+        flops = work.flops()
+    except Exception as err:  # counting uses naive attention, which may not fit where the timed case did
+        if not is_oom(err):
+            raise
+        flops, reason = None, "FLOPs not counted: out of memory while counting"
+    return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
             "batch_tokens": work.tokens, **timing(benchmark, flops, work.samples, work.tokens)}
 
 
-def timing(benchmark, flops: int, samples: int, tokens: int | None) -> dict:
+def timing(benchmark, flops: int | None, samples: int, tokens: int | None) -> dict:
     """Spread of the timed rounds (pytest-benchmark keeps the raw rounds), and rates at the median."""
     if benchmark.stats is None:  # --benchmark-disable: the round ran once, untimed
         return {}
@@ -267,7 +273,7 @@ def timing(benchmark, flops: int, samples: int, tokens: int | None) -> dict:
         "stddev_s": stats.stddev, "rounds": stats.rounds,
         "samples_per_s": samples / median,
         "tokens_per_s": tokens / median if tokens else None,
-        "tflops": flops / median / 1e12,
+        "tflops": flops / median / 1e12 if flops is not None else None,
     }
 
 

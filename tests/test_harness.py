@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench.cases import Case
-from bench.harness import PeakMemory, Settings, count_flops, make_step, run_case
+from bench.harness import PeakMemory, Settings, Workload, count_flops, make_step, measure, run_case
 from bench.models import MODELS
 from bench.models.cnn import SimpleCNN
 from bench.models.rnn import SentimentRNN, recurrent_flops
@@ -113,3 +113,13 @@ def test_cpu_peak_memory_sees_a_large_allocation():
     block = torch.ones(50_000_000)  # 200 MB, touched
     del block
     assert 190e6 < memory.peak_bytes() < 400e6
+
+
+def test_a_flop_count_that_runs_out_of_memory_keeps_the_timing(benchmark):
+    def out_of_memory() -> int:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    row = measure(lambda: Workload(step=lambda: None, flops=out_of_memory, samples=4), benchmark, FAST)
+    assert row["status"] == "ok" and row["rounds"] >= 2 and row["samples_per_s"] > 0
+    assert row["flops"] is None and row["tflops"] is None
+    assert row["reason"] == "FLOPs not counted: out of memory while counting"
