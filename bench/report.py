@@ -189,6 +189,14 @@ def _markdown(frame: pd.DataFrame, index: bool = False) -> str:
     return frame.to_markdown(index=index, floatfmt=".4g") if not frame.empty else "(none)"
 
 
+def _html_table(table: pd.DataFrame) -> str:
+    """The table as HTML, numbers right-aligned to 4 significant digits, text left-aligned."""
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and table[c].dtype != bool]
+    text = [c for c in table.columns if c not in numeric]
+    styler = table.style.hide(axis="index").format("{:.4g}", subset=numeric, na_rep="").format(na_rep="", subset=text)
+    return styler.set_properties(subset=text, **{"text-align": "left"}).to_html()
+
+
 def _embed(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -197,7 +205,7 @@ def _embed(path: Path) -> str:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}
+img{max-width:100%;display:block;margin:1em 0}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666}"""
 
 
@@ -252,8 +260,7 @@ def write_report(run: str, reports_dir: Path = REPORTS_DIR) -> Path:
         body.append(f"<h2>{html.escape(title)}</h2>")
         if not table.empty or plot is None:
             markdown += [_markdown(table), ""]
-            body.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
-                        if not table.empty else "<p class=note>(none)</p>")
+            body.append(_html_table(table) if not table.empty else "<p class=note>(none)</p>")
         if plot is not None:
             markdown += [f"![{plot.stem}](plots/{plot.name})", ""]
             body.append(_embed(plot))
