@@ -40,6 +40,8 @@ def test_sweep_writes_one_row_per_case_with_skips_and_raw_rounds(tmp_path):
                      "--attn", "naive,sdpa_cudnn,triton", "--reports-dir", str(tmp_path), "--run-id", "r1", *FAST)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 cases (2 ok, 2 skipped) -> " in done.stdout
+    assert f"report: {tmp_path / 'r1' / 'report.html'}" in done.stdout  # written at the end of the session
+    assert (tmp_path / "r1" / "summary.md").is_file() and (tmp_path / "r1" / "calibration.json").is_file()
     results = pd.read_csv(tmp_path / "r1" / "results.csv")
     assert list(results["case_id"]) == ["cnn-fwd-fp32-b2", "encoder-fwd-fp32-b2-naive",
                                         "encoder-fwd-fp32-b2-sdpa_cudnn", "encoder-fwd-fp32-b2-triton"]
