@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from bench.runs import REPORTS_DIR, RunError, load_rounds
+from bench.runs import REPORTS_DIR, RunError, load_rounds, short_name
 
 # Default minimum effect by device. CPU: 10 A/A pairs of quick runs on the idle 2-core machines shifted
 # per-case medians by up to 45 % (p90 13 %); 50 % failed none of them, 30 % failed two (README).
@@ -64,11 +64,6 @@ def judge(case: str, baseline: np.ndarray, candidate: np.ndarray, threshold: flo
         verdict = "unchanged"
     return Verdict(case, float(np.median(baseline)), float(np.median(candidate)), ratio, low, high, p_value,
                    verdict)
-
-
-def short_name(fullname: str) -> str:
-    """A pytest-benchmark name without its file and test function when it has a parameter (the case id)."""
-    return fullname.split("[", 1)[1].removesuffix("]") if "[" in fullname else fullname
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.results import atomic_write  # noqa: E402
-from bench.runs import REPORTS_DIR, RunError, load_calibration, load_results, load_rounds, resolve  # noqa: E402
+from bench.runs import (  # noqa: E402
+    REPORTS_DIR,
+    RunError,
+    load_calibration,
+    load_results,
+    load_rounds,
+    resolve,
+    short_name,
+)
 
 NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
 ENVIRONMENT = ["device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python",
@@ -217,7 +225,7 @@ def write_report(run: str, reports_dir: Path = REPORTS_DIR) -> Path:
         rounds, _ = load_rounds(run_dir)
     except RunError:  # a run where nothing was timed (all skipped) has no raw rounds
         rounds = {}
-    frame = recompute(results, {name.split("[", 1)[-1].removesuffix("]"): data for name, data in rounds.items()})
+    frame = recompute(results, {short_name(name): data for name, data in rounds.items()})
     ok = frame[frame["status"] == "ok"]
     calibration = load_calibration(run_dir)
     plots_dir = run_dir / "plots"

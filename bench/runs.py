@@ -47,6 +47,11 @@ def load_calibration(run_dir: Path) -> dict:
         return {}
 
 
+def short_name(fullname: str) -> str:
+    """A pytest-benchmark name without its file and test function when it has a parameter (the case id)."""
+    return fullname.split("[", 1)[1].removesuffix("]") if "[" in fullname else fullname
+
+
 def load_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> tuple[dict[str, np.ndarray], str]:
     """Raw rounds (seconds) per benchmark, keyed by its pytest name, and the device they ran on
     ('cuda' when archbench's extra_info says so, else 'cpu')."""
