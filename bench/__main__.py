@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    print(f"wrote {write_report(args.run)} (and summary.md, plots/, tb/ beside it)")
+    print(f"wrote {write_report(args.run, args.reports_dir)} (and summary.md, plots/, tb/ beside it)")
     return 0
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
     import subprocess
 
-    from bench.runs import RunError, resolve
+    from bench.rundir import RunDir, RunError, resolve
 
-    run_dir = resolve(args.run)
-    if not (run_dir / "traces").is_dir() and not (run_dir / "tb").is_dir():
-        raise RunError(f"{run_dir}: no traces/ or tb/ (run pytest bench with --profile, then python -m bench report)")
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--port", str(args.port)]
+    run_dir = RunDir(resolve(args.run, args.reports_dir))
+    if not run_dir.traces_dir.is_dir() and not run_dir.tb_dir.is_dir():
+        raise RunError(f"{run_dir.path}: no traces/ or tb/ (run pytest bench with --profile, "
+                       "then python -m bench report)")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.path), "--port", str(args.port)]
     print(" ".join(command), file=sys.stderr)
     return subprocess.call(command)
 
@@ -45,7 +47,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from bench.compare import write_comparison
 
-    out = write_comparison(args.runs)
+    out = write_comparison(args.runs, args.reports_dir)
     print(f"wrote {out}/compare.md, compare.html, compare.png")
     return 0
 
@@ -54,7 +56,7 @@ def _gate(args: argparse.Namespace) -> int:
     from bench.gate import gate, write_step_summary
 
     threshold = None if args.threshold is None else args.threshold / 100
-    result = gate(args.baseline, args.candidate, threshold=threshold, alpha=args.alpha)
+    result = gate(args.baseline, args.candidate, threshold=threshold, alpha=args.alpha, reports_dir=args.reports_dir)
     table = result.markdown(args.baseline, args.candidate)
     print(table)
     write_step_summary(table)
@@ -62,14 +64,21 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.rundir import REPORTS_DIR, RunError
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runs = argparse.ArgumentParser(add_help=False)  # the options of every command that reads run folders
+    runs.add_argument("--reports-dir", type=Path, default=REPORTS_DIR,
+                      help=f"where run-ids are looked up (default: {REPORTS_DIR}/ in the working directory)")
 
-    report = commands.add_parser("report", help="write summary.md, report.html, plots/ and tb/ for a run")
+    report = commands.add_parser("report", parents=[runs],
+                                 help="write summary.md, report.html, plots/ and tb/ for a run")
     report.add_argument("run", help="run folder or run-id under reports/")
     report.set_defaults(handler=_report)
 
-    tensorboard = commands.add_parser("tensorboard", help="open a run's traces and scalars in TensorBoard")
+    tensorboard = commands.add_parser("tensorboard", parents=[runs],
+                                      help="open a run's traces and scalars in TensorBoard")
     tensorboard.add_argument("run", help="run folder or run-id under reports/")
     tensorboard.add_argument("--port", type=int, default=6006)
     tensorboard.set_defaults(handler=_tensorboard)
@@ -78,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     calibrate.set_defaults(handler=_calibrate)
 
-    compare = commands.add_parser("compare", help="line up the same cases from runs on different machines")
+    compare = commands.add_parser("compare", parents=[runs],
+                                  help="line up the same cases from runs on different machines")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders or run-ids under reports/")
     compare.set_defaults(handler=_compare)
 
-    gate = commands.add_parser("gate", help="fail (exit 1) when the candidate is slower than the baseline",
+    gate = commands.add_parser("gate", parents=[runs],
+                               help="fail (exit 1) when the candidate is slower than the baseline",
                                description="Exit 0: no regression; 1: a regression; 2: unusable input.")
     gate.add_argument("baseline", help="run folder, run-id, or pytest-benchmark JSON saved with raw data")
     gate.add_argument("candidate", help="the same, for the run under test")
@@ -92,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     gate.set_defaults(handler=_gate)
 
     args = parser.parse_args(argv)
-    from bench.runs import RunError
-
     try:
         return args.handler(args)
     except RunError as err:

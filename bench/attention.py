@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,27 @@ ATTENTION: dict[str, AttentionImpl] = {
         AttentionImpl("triton", triton_flash, needs_cuda=True),
     )
 }
+
+
+_OVERRIDE: ContextVar[str | None] = ContextVar("attention_override", default=None)
+
+
+@contextlib.contextmanager
+def override(name: str) -> Iterator[None]:
+    """Inside this block every `attend` call runs `name` instead of the implementation it asks for
+    (the harness counts FLOPs through naive attention, whose matmuls FlopCounterMode sees everywhere)."""
+    if name not in ATTENTION:
+        raise KeyError(f"unknown attention implementation {name!r}")
+    token = _OVERRIDE.set(name)
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
+
+
+def attend(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    """Attention by registry name, or by the name an enclosing `override` gives."""
+    return ATTENTION[_OVERRIDE.get() or name].fn(q, k, v, causal=causal)
 
 
 @functools.cache

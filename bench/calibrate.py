@@ -11,18 +11,17 @@ from pathlib import Path
 import torch
 
 from bench.environment import fingerprint
-from bench.results import atomic_write
+from bench.precision import DTYPES, peak_name
+from bench.rundir import atomic_write
 
 CACHE_DIR = Path.home() / ".cache" / "archbench"
 # name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
 MATMUL_PRECISIONS = {
-    "fp32": (torch.float32, False),
-    "tf32": (torch.float32, True),
-    "fp16": (torch.float16, False),
-    "bf16": (torch.bfloat16, False),
+    "fp32": (DTYPES["fp32"], False),
+    "tf32": (DTYPES["fp32"], True),
+    "fp16": (DTYPES["fp16"], False),
+    "bf16": (DTYPES["bf16"], False),
 }
-# Which measured peak a result row's precision is judged against.
-PEAK_FOR_PRECISION = {"fp32": "fp32", "amp_fp16": "fp16", "amp_bf16": "bf16", "fp16": "fp16", "bf16": "bf16"}
 MATMUL_SIZE = {"cuda": 8192, "cpu": 512}  # CPU fp16 matmuls are slow: a smaller product keeps this short
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
 
@@ -89,9 +88,6 @@ def load_or_measure(device: torch.device, cache_dir: Path = CACHE_DIR, refresh: 
     return result
 
 
-def pct_of_peak(tflops: float | None, precision: str, calibration: dict) -> float | None:
-    """Achieved TFLOP/s as a percentage of the machine's measured matmul peak for that precision."""
-    peak = calibration.get("matmul_tflops", {}).get(PEAK_FOR_PRECISION.get(precision, ""))
-    if tflops is None or not peak:
-        return None
-    return 100.0 * tflops / peak
+def peak_tflops(precision: str, calibration: dict) -> float | None:
+    """The machine's measured matmul peak (TFLOP/s) that a row of this precision is judged against."""
+    return calibration.get("matmul_tflops", {}).get(peak_name(precision) or "")

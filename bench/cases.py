@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from bench.attention import ATTENTION
 from bench.models import MODELS
-from bench.precision import PRECISIONS
+from bench.precision import DTYPES, PRECISIONS
 
 PHASES = ("fwd", "fwdbwd", "step")
 
@@ -18,6 +19,7 @@ PHASES = ("fwd", "fwdbwd", "step")
 class Case:
     """One benchmark case; its id, its result row's key columns and its skip reason derive from it."""
 
+    kind: ClassVar[str] = "model"
     model: str
     phase: str
     precision: str
@@ -54,7 +56,7 @@ def sweep(models: list[str], phases: list[str], precisions: list[str], batch_siz
     return cases
 
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION_DTYPES = ("fp16", "bf16")
 # Shapes of the attention micro-benchmark: batch * heads = 8 on a CPU, 64 on a GPU (FlashAttention's range).
 ATTENTION_SHAPES = {
     "quick": {"batch": 2, "heads": 4, "seqlens": (128, 256), "head_dims": (64, 128)},
@@ -66,6 +68,7 @@ ATTENTION_SHAPES = {
 class AttentionCase:
     """One case of the attention micro-benchmark: an implementation on one self-attention shape."""
 
+    kind: ClassVar[str] = "attention"
     attention: str
     phase: str
     precision: str  # the inputs' dtype: fp16 or bf16
@@ -74,7 +77,6 @@ class AttentionCase:
     causal: bool
     batch: int
     heads: int
-    model: str = "attention"
 
     @property
     def id(self) -> str:
@@ -95,7 +97,7 @@ def attention_sweep(attentions: list[str], phases: list[str], size: str) -> list
     return [
         AttentionCase(attn, phase, dtype, seqlen, head_dim, causal, shape["batch"], shape["heads"])
         for phase in phases if phase != "step"
-        for dtype in DTYPES
+        for dtype in ATTENTION_DTYPES
         for causal in (False, True)
         for head_dim in shape["head_dims"]
         for seqlen in shape["seqlens"]

@@ -6,18 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from bench.calibrate import peak_tflops
+from bench.plotting import plt, save
+from bench.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
 
-from bench.calibrate import PEAK_FOR_PRECISION  # noqa: E402
-from bench.results import atomic_write  # noqa: E402
-from bench.runs import REPORTS_DIR, RunError, load_calibration, load_results, resolve  # noqa: E402
-
-KEY = ["case_id", "model", "phase", "precision", "batch", "attention"]
+KEY = ["case_id", "kind", "model", "phase", "precision", "batch", "attention"]
 
 
 def _label(run_dir: Path, results: pd.DataFrame) -> str:
@@ -38,8 +34,7 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
         calibration = load_calibration(run_dir)
         everything |= set(results["case_id"])
         ok = results[results["status"] == "ok"].copy()
-        peaks = calibration.get("matmul_tflops", {})
-        ok["peak_tflops"] = ok["precision"].map(lambda p, peaks=peaks: peaks.get(PEAK_FOR_PRECISION.get(p, "")))
+        ok["peak_tflops"] = ok["precision"].map(lambda p, c=calibration: peak_tflops(p, c))
         labels.append(_label(run_dir, results))
         tables.append(ok.set_index("case_id"))
     common = sorted(set.intersection(*(set(t.index) for t in tables)))
@@ -59,24 +54,24 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
 
 
 def _plot(lined: pd.DataFrame, labels: list[str], path: Path) -> None:
-    """Grouped bars: geometric-mean throughput ratio per model, raw and peak-normalised, per run."""
+    """Grouped bars: geometric-mean throughput ratio per model (the micro-benchmark as one group), raw and
+    peak-normalised, per run."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
-    models = list(dict.fromkeys(lined["model"]))
+    group = lined["model"].where(lined["kind"] == "model", lined["kind"])
+    models = list(dict.fromkeys(group))
     x = np.arange(len(models))
     width = 0.8 / len(labels)
     for ax, what in zip(axes, ("x first", "x first / peak"), strict=True):
         for i, label in enumerate(labels):
             column = f"{what} | {label}"
-            means = [float(np.exp(np.log(lined.loc[lined["model"] == m, column]).mean())) for m in models]
+            means = [float(np.exp(np.log(lined.loc[group == m, column]).mean())) for m in models]
             ax.bar(x + i * width, means, width, label=label)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xticks(x + width * (len(labels) - 1) / 2, models, rotation=30, ha="right")
         ax.set_title("throughput vs first run" + (" / peak ratio" if "peak" in what else ""))
         ax.set_ylabel("ratio (geometric mean over cases)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:

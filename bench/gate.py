@@ -4,7 +4,8 @@ A case is `slower` only when three things hold: its median grew by more than the
 effect worth failing a build), a bootstrap confidence interval of the ratio of medians lies above 1,
 and a Mann-Whitney U test rejects equal distributions at `alpha`. `faster` mirrors it. The interval's
 half-width is each case's resolution: changes smaller than that cannot be told from the noise within
-the runs, and run-to-run drift (large on shared CPUs, see DESIGN.md) is what the threshold must cover.
+the runs, and run-to-run drift (large on shared CPUs: the README gives the figures measured on the 2-core
+CI machines) is what the threshold must cover.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from bench.runs import REPORTS_DIR, RunError, load_rounds, short_name
+from bench.rundir import REPORTS_DIR, RunError, load_rounds
 
 # Default minimum effect by device. CPU: 10 A/A pairs of quick runs on the idle 2-core machines shifted
 # per-case medians by up to 45 % (p90 13 %); 50 % failed none of them, 30 % failed two (README).
@@ -91,12 +92,12 @@ class GateResult:
             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
         ]
         for v in sorted(self.verdicts, key=lambda v: -v.ratio):
-            lines.append(f"| `{short_name(v.case)}` | {v.verdict} | {v.baseline_median * 1e3:.3f} ms | "
+            lines.append(f"| `{v.case}` | {v.verdict} | {v.baseline_median * 1e3:.3f} ms | "
                          f"{v.candidate_median * 1e3:.3f} ms | {v.ratio:.3f} | {v.ci_low:.3f}-{v.ci_high:.3f} | "
                          f"{v.p_value:.2g} | ±{v.resolution:.1%} |")
         for title, names in (("New cases (not gated)", self.new), ("Vanished cases (not gated)", self.vanished)):
             if names:
-                lines += ["", f"{title}: " + ", ".join(f"`{short_name(name)}`" for name in names)]
+                lines += ["", f"{title}: " + ", ".join(f"`{name}`" for name in names)]
         return "\n".join(lines) + "\n"
 
 

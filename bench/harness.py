@@ -1,4 +1,4 @@
-"""Turns a Case into a result row: build the model and a synthetic batch, warm up, time the rounds with
+"""Turns a Case into a result Row: build the model and a synthetic batch, warm up, time the rounds with
 pytest-benchmark (the GPU synchronised inside each round), count FLOPs, read peak memory."""
 
 from __future__ import annotations
@@ -10,20 +10,21 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import attention
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
 from bench.models import MODELS, Batch
 from bench.models.spec import ModelSpec
-from bench.models.transformer import SelfAttention
 from bench.precision import PRECISIONS, Precision
+from bench.row import Row
 
 Step = Callable[[], None]
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc only
@@ -81,26 +82,12 @@ def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, preci
     return train_step
 
 
-@contextlib.contextmanager
-def naive_attention(model: nn.Module) -> Iterator[None]:
-    """Route every registry attention through plain matmuls, which FlopCounterMode sees on every device."""
-    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
-    saved = [layer.attn for layer in layers]
-    for layer in layers:
-        layer.attn = "naive"
-    try:
-        yield
-    finally:
-        for layer, name in zip(layers, saved, strict=True):
-            layer.attn = name
-
-
 def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = None,
                 backward: bool = False) -> int:
     """FLOPs of one round, by FlopCounterMode. Attention is counted as its matmuls (the same for every
     implementation); submodules named in `analytic` (path -> forward FLOPs: the RNNs, which the counter
     sees on some devices and not others) are replaced by that count, tripled when there is a backward."""
-    with naive_attention(model), FlopCounterMode(display=False) as counter:
+    with attention.override("naive"), FlopCounterMode(display=False) as counter:
         step()
     total = counter.get_total_flops()
     seen = counter.get_flop_counts()
@@ -151,11 +138,10 @@ def is_oom(err: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Workload:
-    """What the timer needs from a case: one round of work, its FLOPs, and what a round processes."""
+    """What the timer needs from a case: one round of work, its FLOPs, and the tokens a round processes."""
 
     step: Step
     flops: Callable[[], int]  # called after the timed rounds (counting may use more memory)
-    samples: int
     tokens: int | None = None
 
 
@@ -171,7 +157,7 @@ def model_workload(case: Case, device: torch.device) -> Workload:
         analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
         return count_flops(step, model, analytic, backward=case.phase != "fwd")
 
-    return Workload(step, flops, case.batch, batch.tokens)
+    return Workload(step, flops, batch.tokens)
 
 
 def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
@@ -199,40 +185,35 @@ def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
         return attention_flops(case.batch, case.heads, case.seqlen, case.seqlen, case.head_dim,
                                causal=case.causal, with_backward=case.phase == "fwdbwd")
 
-    return Workload(step, flops, case.batch, case.batch * case.seqlen)
+    return Workload(step, flops, case.batch * case.seqlen)
 
 
 WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, AttentionCase: attention_workload}
 
 
-def identity_row(case: Case | AttentionCase, device: torch.device) -> dict:
-    """The columns that say which case ran where, before anything is measured."""
-    return {"case_id": case.id, **asdict(case), "device": device.type, **fingerprint(device.type)}
-
-
-def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> dict:
-    """Measure one case and return its result row; status is ok, skipped, oom or error (with reason)."""
-    row = identity_row(case, settings.device)
+def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
+    """Measure one case; the row's status is ok, skipped, oom or error (with the reason)."""
+    row = Row.for_case(case, settings.device.type, fingerprint(settings.device.type))
     reason = case.unavailable(settings.device)
     if reason is not None:
-        return {**row, "status": "skipped", "reason": reason}
+        return row.but(status="skipped", reason=reason)
     try:
-        measured = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings)
+        return row.but(**measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings))
     except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
         status = "oom" if is_oom(err) else "error"
         detail = (str(err).strip().splitlines() or [""])[0][:200]
         if status == "error":
             traceback.print_exc()
-        measured = {"status": status, "reason": f"{type(err).__name__}: {detail}"}
+        return row.but(status=status, reason=f"{type(err).__name__}: {detail}")
     finally:
         gc.collect()
         if settings.device.type == "cuda":
             torch.cuda.empty_cache()
-    return {**row, **measured}
 
 
 def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dict:
-    """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs."""
+    """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs: the
+    measured fields of a Row."""
     device = settings.device
     memory = PeakMemory(device)
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
@@ -258,23 +239,10 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         if not is_oom(err):
             raise
         flops, reason = None, "FLOPs not counted: out of memory while counting"
+    # --benchmark-disable runs the round once, untimed: no rounds
+    rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
     return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
-            "batch_tokens": work.tokens, **timing(benchmark, flops, work.samples, work.tokens)}
-
-
-def timing(benchmark, flops: int | None, samples: int, tokens: int | None) -> dict:
-    """Spread of the timed rounds (pytest-benchmark keeps the raw rounds), and rates at the median."""
-    if benchmark.stats is None:  # --benchmark-disable: the round ran once, untimed
-        return {}
-    stats = benchmark.stats.stats
-    median = stats.median
-    return {
-        "median_s": median, "iqr_s": stats.iqr, "min_s": stats.min, "mean_s": stats.mean,
-        "stddev_s": stats.stddev, "rounds": stats.rounds,
-        "samples_per_s": samples / median,
-        "tokens_per_s": tokens / median if tokens else None,
-        "tflops": flops / median / 1e12 if flops is not None else None,
-    }
+            "batch_tokens": work.tokens, "rounds_s": rounds_s}
 
 
 @contextlib.contextmanager

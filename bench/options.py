@@ -11,7 +11,7 @@ from bench.attention import ATTENTION
 from bench.cases import PHASES, AttentionCase, Case, attention_sweep, sweep
 from bench.models import MODELS, SIZES
 from bench.precision import PRECISIONS
-from bench.results import default_run_id
+from bench.rundir import REPORTS_DIR, default_run_id
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -76,31 +76,53 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def check_profile_steps(steps: int) -> int:
+    if steps < 1:
+        raise OptionError(f"--profile-steps: expected a positive integer, got {steps}")
+    return steps
+
+
 @dataclass(frozen=True)
 class SweepOptions:
-    """The validated options: what to sweep, where to run it, where its files go."""
+    """The validated options: what to sweep, where to run it, how long to time it, where its files go."""
 
     cases: tuple[Case, ...]
     attention_cases: tuple[AttentionCase, ...]
     device: torch.device
-    size: str
     run_id: str
     run_id_given: bool
     reports_dir: Path
+    max_time: float = 1.0  # pytest-benchmark's --benchmark-max-time and --benchmark-min-rounds
+    min_rounds: int = 5
+    profile: bool = False
+    profile_steps: int = 3
+    profile_stacks: bool = False
 
     @classmethod
-    def from_values(cls, get, rootdir: Path) -> SweepOptions:
+    def from_values(cls, get) -> SweepOptions:
         """Build from an option getter (`config.getoption`); raises OptionError on bad input."""
         names = {opt: parse_names(opt, get(opt) or "all", valid) for opt, (valid, _, _) in LIST_OPTIONS.items()}
         model_attns = names["attn"] if get("attn") else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
         size = parse_choice("size", get("size"), SIZES)
-        device = resolve_device(get("device"))
-        run_id = check_run_id(get("run_id") or default_run_id())
         cases = sweep(names["models"], names["phases"], names["precisions"],
                       parse_batch_sizes(get("batch_sizes")), model_attns, size)
-        attention_cases = attention_sweep(names["attn"], names["phases"], size)
-        reports_dir = Path(get("reports_dir")) if get("reports_dir") else rootdir / "reports"
-        return cls(tuple(cases), tuple(attention_cases), device, size, run_id, bool(get("run_id")), reports_dir)
+        reports_dir = Path(get("reports_dir")) if get("reports_dir") else REPORTS_DIR
+        run_id = check_run_id(get("run_id") or default_run_id())
+        if get("run_id") and (reports_dir / run_id).exists():
+            raise OptionError(f"--run-id: {reports_dir / run_id} already exists; choose another run id")
+        return cls(
+            cases=tuple(cases),
+            attention_cases=tuple(attention_sweep(names["attn"], names["phases"], size)),
+            device=resolve_device(get("device")),
+            run_id=run_id,
+            run_id_given=bool(get("run_id")),
+            reports_dir=reports_dir,
+            max_time=float(get("benchmark_max_time")),
+            min_rounds=int(get("benchmark_min_rounds")),
+            profile=bool(get("profile")),
+            profile_steps=check_profile_steps(get("profile_steps")),
+            profile_stacks=bool(get("profile_stacks")),
+        )
 
 
 def add_options(parser) -> None:
@@ -117,7 +139,8 @@ def add_options(parser) -> None:
                     help="quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512)")
     group.addoption("--run-id", default=None,
                     help="name of this run's folder under the reports dir. Default: timestamp-host")
-    group.addoption("--reports-dir", default=None, help="where run folders go. Default: <rootdir>/reports")
+    group.addoption("--reports-dir", default=None,
+                    help="where run folders go. Default: reports/ in the working directory")
     group.addoption("--profile", action="store_true",
                     help="after timing each case, profile it in a separate pass (torch.profiler) into "
                          "reports/<run-id>/traces/<case-id>/ for TensorBoard")

@@ -1,4 +1,8 @@
-"""Registry of precisions: fp32, and autocast to fp16 (with GradScaler) or bf16; what a device supports."""
+"""Registry of precisions: fp32, and autocast to fp16 (with GradScaler) or bf16; what a device supports.
+
+Also the one table of plain dtypes by name (fp32, fp16, bf16): the micro-benchmark's input dtypes and the
+keys of the calibrated matmul peaks. `peak_name` says which peak any row's precision is judged against.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,13 @@ import functools
 from dataclasses import dataclass
 
 import torch
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """fp32, fp16 or bf16 for a torch dtype."""
+    return next(name for name, candidate in DTYPES.items() if candidate == dtype)
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,11 @@ class Precision:
     def compute_dtype(self) -> torch.dtype:
         """The dtype matmuls and attention see under this precision."""
         return self.autocast_dtype or torch.float32
+
+    @property
+    def peak(self) -> str:
+        """The calibrated matmul peak this precision is judged against: that of its compute dtype."""
+        return dtype_name(self.compute_dtype)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -44,6 +60,14 @@ PRECISIONS: dict[str, Precision] = {
         Precision("amp_bf16", torch.bfloat16),
     )
 }
+
+
+def peak_name(precision: str) -> str | None:
+    """The calibrated peak for a row's precision: a registry precision, or a plain dtype name (the
+    micro-benchmark's inputs); None for a name that is neither."""
+    if precision in PRECISIONS:
+        return PRECISIONS[precision].peak
+    return precision if precision in DTYPES else None
 
 
 @functools.cache

@@ -11,7 +11,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from bench.harness import WORKLOADS
-from bench.results import atomic_write
 
 # Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
 # plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.
@@ -58,8 +57,9 @@ def breakdown(operators: pd.DataFrame) -> pd.DataFrame:
 
 
 def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int = 3,
-                 with_stack: bool = False) -> pd.DataFrame:
-    """Profile `active_steps` rounds of a case into trace_dir; write breakdown.csv and operators.csv there."""
+                 with_stack: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profile `active_steps` rounds of a case, its trace written into trace_dir; returns the self time
+    per operator and the breakdown by category."""
     work = WORKLOADS[type(case)](case, device)
     on_gpu = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
@@ -73,7 +73,4 @@ def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int 
                 torch.cuda.synchronize(device)
             prof.step()
     operators = operator_times(prof, on_gpu)
-    shares = breakdown(operators)
-    atomic_write(trace_dir / "operators.csv", operators.to_csv(index=False))
-    atomic_write(trace_dir / "breakdown.csv", shares.to_csv(index=False))
-    return shares
+    return operators, breakdown(operators)

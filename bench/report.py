@@ -5,44 +5,42 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.results import atomic_write  # noqa: E402
-from bench.runs import (  # noqa: E402
+from bench.calibrate import peak_tflops
+from bench.plotting import plt, save
+from bench.row import ENVIRONMENT, rates, timing_stats
+from bench.rundir import (
     REPORTS_DIR,
+    RunDir,
     RunError,
+    atomic_write,
+    load_breakdowns,
     load_calibration,
     load_results,
     load_rounds,
     resolve,
-    short_name,
 )
 
 NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
-ENVIRONMENT = ["device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python",
-               "git_commit"]
 
 
-def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Median, IQR, min and rates of every ok case, from its raw rounds (keyed by case id)."""
+def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration: dict) -> pd.DataFrame:
+    """Spread and rates of every ok case from its raw rounds (keyed by case id), as a Row derives them."""
     frame = results.copy()
     for i, row in frame.iterrows():
         data = rounds.get(row["case_id"])
         if row["status"] != "ok" or data is None:
             continue
-        q1, median, q3 = np.percentile(data, [25, 50, 75])
-        frame.loc[i, ["median_s", "iqr_s", "min_s", "rounds"]] = [median, q3 - q1, data.min(), data.size]
-        frame.loc[i, "samples_per_s"] = row["batch"] / median
-        if pd.notna(row.get("batch_tokens")):
-            frame.loc[i, "tokens_per_s"] = row["batch_tokens"] / median
-        frame.loc[i, "tflops"] = row["flops"] / median / 1e12
+        stats = timing_stats(data)
+        figures = {**stats, **rates(stats["median_s"], row["batch"], row.get("batch_tokens"), row.get("flops"),
+                                    peak_tflops(row["precision"], calibration))}
+        for column, value in figures.items():
+            frame.loc[i, column] = np.nan if value is None else value
     frame["median_ms"] = frame["median_s"] * 1e3
     frame["noisy"] = frame["iqr_s"] > NOISY_IQR * frame["median_s"]
     return frame
@@ -56,7 +54,7 @@ def _label(frame: pd.DataFrame) -> pd.Series:
 
 def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per model: samples/s by (phase, precision [attention]) row and batch size column."""
-    models = ok[ok["model"] != "attention"]
+    models = ok[ok["kind"] == "model"]
     tables = {}
     for model, rows in models.groupby("model", sort=False):
         rows = rows.assign(config=_label(rows))
@@ -68,7 +66,7 @@ def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def amp_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     """Each AMP case's throughput over the same case in fp32."""
-    models = ok[ok["model"] != "attention"].assign(attention=lambda f: f["attention"].fillna(""))
+    models = ok[ok["kind"] == "model"].assign(attention=lambda f: f["attention"].fillna(""))
     key = ["model", "phase", "batch", "attention"]
     fp32 = models[models["precision"] == "fp32"].set_index(key)["samples_per_s"]
     amp = models[models["precision"].str.startswith("amp_")].set_index(key)
@@ -85,14 +83,14 @@ def attention_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     rows = ok[ok["attention"].notna()].copy()
     if rows.empty:
         return pd.DataFrame()
-    shape = ["model", "phase", "precision", "batch", "seqlen", "head_dim", "causal"]
+    shape = ["kind", "model", "phase", "precision", "batch", "seqlen", "head_dim", "causal"]
     rows[["seqlen", "head_dim"]] = rows[["seqlen", "head_dim"]].astype("Int64")
-    rows[shape] = rows[shape].astype(str)  # empty shape columns of model rows must still group
+    rows[shape] = rows[shape].astype(object).fillna("").astype(str)  # empty cells must still group
     naive = rows[rows["attention"] == "naive"].set_index(shape)["median_s"].rename("naive_median_s")
     rows = rows.join(naive, on=shape)
     rows["speedup_vs_naive"] = rows["naive_median_s"] / rows["median_s"]
     columns = [*shape, "attention", "median_ms", "tflops", "speedup_vs_naive"]
-    return rows[columns].replace({"nan": "", "<NA>": ""})
+    return rows[columns]
 
 
 def _figure_grid(n: int, width: float = 4.2, height: float = 3.2):
@@ -114,7 +112,7 @@ def _log2_ticks(ax, values: pd.Series) -> None:
 
 def plot_by_batch(ok: pd.DataFrame, value: str, ylabel: str, path: Path) -> Path | None:
     """One panel per model: a line per phase and precision [attention] over batch size."""
-    models = ok[ok["model"] != "attention"]
+    models = ok[ok["kind"] == "model"]
     if models.empty:
         return None
     fig, axes = _figure_grid(models["model"].nunique())
@@ -128,15 +126,12 @@ def plot_by_batch(ok: pd.DataFrame, value: str, ylabel: str, path: Path) -> Path
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_attention(ok: pd.DataFrame, path: Path) -> Path | None:
     """Micro-benchmark TFLOP/s over sequence length, a line per implementation, a panel per shape."""
-    micro = ok[ok["model"] == "attention"]
+    micro = ok[ok["kind"] == "attention"]
     if micro.empty:
         return None
     panels = micro.groupby(["phase", "precision", "causal", "head_dim"], sort=False)
@@ -151,17 +146,12 @@ def plot_attention(ok: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("sequence length")
         ax.set_ylabel("TFLOP/s")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def profile_breakdowns(run_dir: Path) -> pd.DataFrame:
     """Category shares of every profiled case, one row per case."""
-    shares = {}
-    for csv in sorted((run_dir / "traces").glob("*/breakdown.csv")):
-        shares[csv.parent.name] = pd.read_csv(csv).set_index("category")["share"]
+    shares = load_breakdowns(run_dir)
     if not shares:
         return pd.DataFrame()
     frame = pd.DataFrame(shares).T.fillna(0.0)
@@ -176,10 +166,7 @@ def plot_breakdowns(breakdowns: pd.DataFrame, path: Path) -> Path | None:
     breakdowns.mul(100).plot.barh(stacked=True, ax=ax)
     ax.set_xlabel("% of profiled self time")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def log_scalars(ok: pd.DataFrame, tb_dir: Path) -> None:
@@ -217,63 +204,95 @@ img{max-width:100%;display:block;margin:1em 0}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666}"""
 
 
-def write_report(run: str, reports_dir: Path = REPORTS_DIR) -> Path:
+@dataclass(frozen=True)
+class Section:
+    """A report section: a heading, a table (may be empty) and a plot (may be None)."""
+
+    title: str
+    table: pd.DataFrame
+    plot: Path | None = None
+
+
+def throughput_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
+    """A samples/s table per model, the throughput plot under the last."""
+    tables = list(throughput_tables(ok).items())
+    plot = plot_by_batch(ok, "samples_per_s", "samples/s", plots / "throughput_vs_batch.png")
+    return [Section(f"Throughput: {model} (samples/s)", table.reset_index(), plot if i == len(tables) - 1 else None)
+            for i, (model, table) in enumerate(tables)]
+
+
+def memory_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
+    plot = plot_by_batch(ok.assign(peak_mem_mib=ok["peak_mem_bytes"] / 2**20), "peak_mem_mib", "peak memory (MiB)",
+                         plots / "memory_vs_batch.png")
+    return [Section("Peak memory", pd.DataFrame(), plot)] if plot else []
+
+
+def speedup_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
+    return [
+        Section("AMP speed-up over fp32", amp_speedups(ok)),
+        Section("Attention implementations: time, TFLOP/s and speed-up over naive", attention_speedups(ok),
+                plot_attention(ok, plots / "attention_tflops_vs_seqlen.png")),
+    ]
+
+
+def profile_sections(run_dir: Path, plots: Path) -> list[Section]:
+    breakdowns = profile_breakdowns(run_dir)
+    table = breakdowns.mul(100).round(1).reset_index(names="case") if len(breakdowns) else breakdowns
+    return [Section("Profile breakdown (% of self time)", table,
+                    plot_breakdowns(breakdowns, plots / "profile_breakdown.png"))]
+
+
+def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
+    """Noisy cases, cases that did not run, and the environment they ran in."""
+    noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
+    environment = frame.iloc[0][[c for c in ENVIRONMENT if c in frame.columns]].fillna("").to_frame("value")
+    return [
+        Section(f"Noisy cases (IQR above {NOISY_IQR:.0%} of the median)", noisy),
+        Section("Skipped, out-of-memory and failed cases", frame[frame["status"] != "ok"][["case_id", "status",
+                                                                                           "reason"]]),
+        Section("Environment", environment.reset_index(names="field")),
+    ]
+
+
+def render(title: str, intro: str, sections: list[Section]) -> tuple[str, str]:
+    """The sections as Markdown (plots linked) and as one self-contained HTML page (plots embedded)."""
+    markdown = [f"# {title}", "", intro, ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    for section in sections:
+        markdown += [f"## {section.title}", ""]
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        if not section.table.empty or section.plot is None:
+            markdown += [_markdown(section.table), ""]
+            body.append(_html_table(section.table) if not section.table.empty else "<p class=note>(none)</p>")
+        if section.plot is not None:
+            markdown += [f"![{section.plot.stem}](plots/{section.plot.name})", ""]
+            body.append(_embed(section.plot))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    return "\n".join(markdown) + "\n", page
+
+
+def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     """Write summary.md, report.html, plots/ and tb/ into the run folder; returns report.html's path."""
-    run_dir = resolve(run, reports_dir)
-    results = load_results(run_dir)
+    run_dir = RunDir(resolve(run, reports_dir))
+    results = load_results(run_dir.path)
     try:
-        rounds, _ = load_rounds(run_dir)
+        rounds, _ = load_rounds(run_dir.path)
     except RunError:  # a run where nothing was timed (all skipped) has no raw rounds
         rounds = {}
-    frame = recompute(results, {short_name(name): data for name, data in rounds.items()})
+    calibration = load_calibration(run_dir.path)
+    frame = recompute(results, rounds, calibration)
     ok = frame[frame["status"] == "ok"]
-    calibration = load_calibration(run_dir)
-    plots_dir = run_dir / "plots"
-    plots_dir.mkdir(exist_ok=True)
-    breakdowns = profile_breakdowns(run_dir)
-    throughput_plot = plot_by_batch(ok, "samples_per_s", "samples/s", plots_dir / "throughput_vs_batch.png")
-    memory_plot = plot_by_batch(ok.assign(peak_mem_mib=ok["peak_mem_bytes"] / 2**20), "peak_mem_mib",
-                                "peak memory (MiB)", plots_dir / "memory_vs_batch.png")
-    attention_plot = plot_attention(ok, plots_dir / "attention_tflops_vs_seqlen.png")
-    breakdown_plot = plot_breakdowns(breakdowns, plots_dir / "profile_breakdown.png")
-    log_scalars(ok, run_dir / "tb")
-
-    not_ok = frame[frame["status"] != "ok"][["case_id", "status", "reason"]]
-    noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
-    environment = results.iloc[0][[c for c in ENVIRONMENT if c in results.columns]].fillna("").to_frame("value")
-    throughputs = list(throughput_tables(ok).items())
-    sections = [(f"Throughput: {model} (samples/s)", table.reset_index(),
-                 throughput_plot if i == len(throughputs) - 1 else None)
-                for i, (model, table) in enumerate(throughputs)]
-    sections += [
-        ("Peak memory", pd.DataFrame(), memory_plot) if memory_plot else None,
-        ("AMP speed-up over fp32", amp_speedups(ok), None),
-        ("Attention implementations: time, TFLOP/s and speed-up over naive", attention_speedups(ok), attention_plot),
-        ("Profile breakdown (% of self time)",
-         breakdowns.mul(100).round(1).reset_index(names="case") if len(breakdowns) else breakdowns, breakdown_plot),
-        (f"Noisy cases (IQR above {NOISY_IQR:.0%} of the median)", noisy, None),
-        ("Skipped, out-of-memory and failed cases", not_ok, None),
-        ("Environment", environment.reset_index(names="field"), None),
-    ]
-    sections = [section for section in sections if section is not None]
+    run_dir.plots_dir.mkdir(exist_ok=True)
+    sections = [*throughput_sections(ok, run_dir.plots_dir), *memory_sections(ok, run_dir.plots_dir),
+                *speedup_sections(ok, run_dir.plots_dir), *profile_sections(run_dir.path, run_dir.plots_dir),
+                *health_sections(frame, ok)]
+    log_scalars(ok, run_dir.tb_dir)
     peaks = calibration.get("matmul_tflops", {})
-    intro = (f"Run {run_dir.name}: {len(frame)} cases, {len(ok)} ok, on {results['device_name'].iloc[0]}. "
+    intro = (f"Run {run_dir.run_id}: {len(frame)} cases, {len(ok)} ok, on {results['device_name'].iloc[0]}. "
              f"Timings recomputed from {sum(d.size for d in rounds.values())} raw rounds. Calibrated matmul "
              "peaks (TFLOP/s): " + (", ".join(f"{k} {v:.3g}" for k, v in peaks.items()) or "none") + ".")
-
-    markdown = [f"# archbench report: {run_dir.name}", "", intro, ""]
-    body = [f"<h1>archbench report: {html.escape(run_dir.name)}</h1>", f"<p>{html.escape(intro)}</p>"]
-    for title, table, plot in sections:
-        markdown += [f"## {title}", ""]
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        if not table.empty or plot is None:
-            markdown += [_markdown(table), ""]
-            body.append(_html_table(table) if not table.empty else "<p class=note>(none)</p>")
-        if plot is not None:
-            markdown += [f"![{plot.stem}](plots/{plot.name})", ""]
-            body.append(_embed(plot))
-    atomic_write(run_dir / "summary.md", "\n".join(markdown) + "\n")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>archbench {html.escape(run_dir.name)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    atomic_write(run_dir / "report.html", page)
-    return run_dir / "report.html"
+    markdown, page = render(f"archbench report: {run_dir.run_id}", intro, sections)
+    atomic_write(run_dir.summary_md, markdown)
+    atomic_write(run_dir.report_html, page)
+    return run_dir.report_html

@@ -1,6 +1,8 @@
 """The model sweep: forward/backward of every model, precision, batch size and attention implementation."""
 
+from bench.session import outcome
 
-def test_model(case, benchmark, archbench_run):
+
+def test_model(case, benchmark, archbench_session):
     benchmark.group = f"{case.model} {case.phase}"
-    archbench_run.run(case, benchmark)
+    outcome(archbench_session.run(case, benchmark))

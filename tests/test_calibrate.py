@@ -25,12 +25,12 @@ def test_matmul_tflops_is_two_n_cubed_over_the_time(monkeypatch):
 
 
 @pytest.mark.parametrize(("precision", "peak"), [("fp32", 10.0), ("amp_bf16", 40.0), ("amp_fp16", 20.0),
-                                                  ("bf16", 40.0)])
-def test_pct_of_peak_uses_the_peak_of_the_rows_precision(precision, peak):
+                                                  ("bf16", 40.0), ("fp16", 20.0)])
+def test_a_row_is_judged_against_the_peak_of_its_precision(precision, peak):
     calibration = {"matmul_tflops": {"fp32": 10.0, "tf32": 15.0, "fp16": 20.0, "bf16": 40.0}}
-    assert calibrate.pct_of_peak(5.0, precision, calibration) == pytest.approx(100 * 5.0 / peak)
+    assert calibrate.peak_tflops(precision, calibration) == peak
 
 
-def test_pct_of_peak_is_empty_without_a_figure():
-    assert calibrate.pct_of_peak(None, "fp32", {"matmul_tflops": {"fp32": 1.0}}) is None
-    assert calibrate.pct_of_peak(1.0, "fp32", {}) is None
+def test_no_peak_without_a_calibration_or_for_an_unknown_precision():
+    assert calibrate.peak_tflops("fp32", {}) is None
+    assert calibrate.peak_tflops("fp8", {"matmul_tflops": {"fp32": 1.0}}) is None

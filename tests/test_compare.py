@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.compare import line_up, write_comparison
-from bench.runs import RunError
+from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def fixture_run(reports: Path, run_id: str, device: str, samples_per_s: dict[str, float], bf16_peak: float) -> Path:
     run = reports / run_id
     run.mkdir(parents=True)
-    rows = [{"case_id": case, "model": case.split("-")[0], "phase": "fwd", "precision": "amp_bf16", "batch": 8,
-             "attention": None, "device_name": device, "status": "ok", "median_s": 8 / sps, "samples_per_s": sps}
+    rows = [{"case_id": case, "kind": "model", "model": case.split("-")[0], "phase": "fwd", "precision": "amp_bf16",
+             "batch": 8, "attention": None, "device_name": device, "status": "ok", "median_s": 8 / sps,
+             "samples_per_s": sps}
             for case, sps in samples_per_s.items()]
-    rows.append({"case_id": "vit_b_16-fwd-amp_bf16-b8", "model": "vit_b_16", "precision": "amp_bf16",
+    rows.append({"case_id": "vit_b_16-fwd-amp_bf16-b8", "kind": "model", "model": "vit_b_16", "precision": "amp_bf16",
                  "device_name": device, "status": "oom", "reason": "OutOfMemoryError"})
     pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
     (run / "calibration.json").write_text(json.dumps({"matmul_tflops": {"bf16": bf16_peak, "fp32": 50.0}}))

@@ -104,7 +104,7 @@ def test_cpu_runs_get_the_cpu_threshold(tmp_path):
      "empty.json: holds no benchmarks"),
     (lambda d: (d / "nodata.json").write_text('{"benchmarks": [{"fullname": "t", "stats": {"median": 1}}]}')
      and d / "nodata.json", "nodata.json: t has no raw rounds (save with --benchmark-json or --benchmark-save-data)"),
-    (lambda d: d, "no benchmark.json in this run folder"),
+    (lambda d: d, "no rounds/ or benchmark.json in this run folder"),
 ])
 def test_unusable_input_exits_2_with_one_line_saying_which_and_why(tmp_path, make, message):
     good = benchmark_json(tmp_path / "good.json", {"a": rounds()})

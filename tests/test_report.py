@@ -23,10 +23,10 @@ ROUNDS = {
 def case_row(case_id: str) -> dict:
     parts = case_id.split("-")
     if parts[0] == "attn":
-        return {"case_id": case_id, "model": "attention", "phase": parts[1], "precision": parts[2], "batch": 2,
-                "attention": parts[-1], "seqlen": 128, "head_dim": 64, "heads": 4, "causal": True, "flops": 4e9,
-                "batch_tokens": 256}
-    return {"case_id": case_id, "model": parts[0], "phase": parts[1], "precision": parts[2],
+        return {"case_id": case_id, "kind": "attention", "model": None, "phase": parts[1], "precision": parts[2],
+                "batch": 2, "attention": parts[-1], "seqlen": 128, "head_dim": 64, "heads": 4, "causal": True,
+                "flops": 4e9, "batch_tokens": 256}
+    return {"case_id": case_id, "kind": "model", "model": parts[0], "phase": parts[1], "precision": parts[2],
             "batch": int(parts[3][1:]), "attention": parts[4] if len(parts) > 4 else None, "flops": 1e9,
             "batch_tokens": 256 if parts[0] == "encoder" else None}
 
@@ -79,11 +79,11 @@ def test_amp_and_attention_speedups(run_dir):
     assert len(amp) == 1 and amp[0][0] == "cnn" and float(amp[0][-1]) == pytest.approx(2.0)
     heading = "Attention implementations: time, TFLOP/s and speed-up over naive"
     attention = [cells(r) for r in table_after(markdown, heading)]
-    speedups = {(r[0], r[7]): float(r[-1]) for r in attention}
-    assert speedups == {("encoder", "naive"): 1.0, ("encoder", "sdpa"): pytest.approx(2.0),
-                        ("attention", "naive"): 1.0, ("attention", "sdpa"): pytest.approx(4.0)}
-    tflops = {(r[0], r[7]): float(r[9]) for r in attention}
-    assert tflops[("attention", "sdpa")] == pytest.approx(4e9 / 0.001 / 1e12)
+    speedups = {(r[0], r[1], r[8]): float(r[-1]) for r in attention}
+    assert speedups == {("model", "encoder", "naive"): 1.0, ("model", "encoder", "sdpa"): pytest.approx(2.0),
+                        ("attention", "", "naive"): 1.0, ("attention", "", "sdpa"): pytest.approx(4.0)}
+    tflops = {(r[0], r[1], r[8]): float(r[10]) for r in attention}
+    assert tflops[("attention", "", "sdpa")] == pytest.approx(4e9 / 0.001 / 1e12)
 
 
 def test_skipped_oom_noisy_and_profiled_cases_are_listed(run_dir):

@@ -1,0 +1,108 @@
+"""One result row per case, the role torch.utils.benchmark's Measurement plays: which case ran where, its
+status and raw rounds, and every figure derived from them (spread, rates, % of peak), computed here only."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+ENVIRONMENT = ("device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python",
+               "git_commit")
+# results.csv's columns in order; anything else a row carries follows them.
+COLUMNS = [
+    "run_id", "case_id", "model", "phase", "precision", "batch", "attention", "size",
+    "seqlen", "head_dim", "heads", "causal", "device", "device_name",
+    "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "stddev_s", "rounds", "samples_per_s",
+    "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
+    "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
+    "kind", "peak_tflops", "attention_share", "profile_error",
+]
+
+
+def timing_stats(rounds_s: Sequence[float]) -> dict[str, float]:
+    """Median, IQR (numpy's linear quartiles), min, mean, sample standard deviation and count of raw
+    rounds, in seconds."""
+    data = np.asarray(rounds_s, dtype=float)
+    q1, median, q3 = np.percentile(data, [25, 50, 75])
+    return {"median_s": float(median), "iqr_s": float(q3 - q1), "min_s": float(data.min()),
+            "mean_s": float(data.mean()), "stddev_s": float(data.std(ddof=1)) if data.size > 1 else 0.0,
+            "rounds": int(data.size)}
+
+
+def rates(median_s: float, batch: int, batch_tokens: int | None, flops: int | None,
+          peak_tflops: float | None) -> dict[str, float | None]:
+    """Throughput (samples/s, tokens/s) and achieved TFLOP/s at the median, and that as a percentage of
+    the machine's calibrated peak."""
+    tflops = flops / median_s / 1e12 if _known(flops) else None
+    return {
+        "samples_per_s": batch / median_s,
+        "tokens_per_s": batch_tokens / median_s if _known(batch_tokens) else None,
+        "tflops": tflops,
+        "pct_of_peak": 100.0 * tflops / peak_tflops if tflops is not None and _known(peak_tflops) and peak_tflops > 0
+        else None,
+    }
+
+
+def _known(value: float | None) -> bool:
+    """Neither None nor NaN (an empty cell read back from a CSV)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class Row:
+    """A case's result. Identity and environment come first; `figures` derives the rest from the rounds."""
+
+    case_id: str
+    kind: str  # model (the model sweep) or attention (the attention micro-benchmark)
+    phase: str
+    precision: str
+    batch: int
+    device: str
+    model: str | None = None
+    attention: str | None = None
+    size: str | None = None
+    seqlen: int | None = None
+    head_dim: int | None = None
+    heads: int | None = None
+    causal: bool | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    status: str = "ok"  # ok, skipped, oom or error
+    reason: str = ""
+    rounds_s: tuple[float, ...] = ()  # the raw timed rounds, seconds
+    flops: int | None = None  # per round
+    batch_tokens: int | None = None
+    peak_mem_bytes: int | None = None
+    peak_tflops: float | None = None  # the calibrated matmul peak for this precision
+    attention_share: float | None = None  # with --profile
+    profile_error: str | None = None
+
+    @classmethod
+    def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:
+        """The identity of a Case or AttentionCase, before anything is measured."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        axes = {k: v for k, v in dataclasses.asdict(case).items() if k in fields}
+        return cls(case_id=case.id, kind=case.kind, device=device, environment=dict(environment), **axes)
+
+    def but(self, **changes) -> Row:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @cached_property
+    def figures(self) -> dict[str, float | None]:
+        """Timing spread and rates, from the raw rounds; empty when nothing was timed."""
+        if not self.rounds_s:
+            return {}
+        stats = timing_stats(self.rounds_s)
+        return {**stats, **rates(stats["median_s"], self.batch, self.batch_tokens, self.flops, self.peak_tflops)}
+
+    def record(self, run_id: str, timestamp: str) -> dict:
+        """The row as results.csv holds it: COLUMNS in order, empty where a figure does not apply."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("environment", "rounds_s")}
+        values.update(self.environment, **self.figures, run_id=run_id, timestamp=timestamp)
+        return {column: values.get(column) for column in COLUMNS}

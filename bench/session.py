@@ -1,0 +1,103 @@
+"""The run driver pytest's hooks call, as pytest-benchmark's session.py is to its plugin: it times each case
+through the harness, profiles it when asked, records its Row in reports/<run-id>/ as it ends, and at the
+end writes pytest-benchmark's JSON and the report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from bench import calibrate
+from bench.harness import Settings, run_case
+from bench.options import SweepOptions
+from bench.profile import profile_case
+from bench.row import Row
+from bench.rundir import RunDir, RunWriter
+
+
+class Session:
+    """One sweep: its options, the machine's calibration, and the writer of its run folder (made when
+    the first case ends, so a session that runs no case leaves no empty folder)."""
+
+    def __init__(self, options: SweepOptions, calibration: dict | None = None):
+        self.options = options
+        self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds)
+        self.calibration = calibrate.load_or_measure(options.device) if calibration is None else calibration
+        self.writer: RunWriter | None = None
+        self.benchmarks: list = []  # pytest-benchmark's records of the timed cases, for its JSON
+        self.report_line = ""  # where the report went, or why it is missing
+
+    def _writer(self) -> RunWriter:
+        """The run folder's writer, the folder made (with the machine's calibration in it) on first use."""
+        if self.writer is None:
+            run_dir = RunDir.create(self.options.reports_dir, self.options.run_id, self.options.run_id_given)
+            self.writer = RunWriter(run_dir)
+            self.writer.write_json(run_dir.calibration_json, self.calibration)
+        return self.writer
+
+    @property
+    def run_dir(self) -> RunDir:
+        return self._writer().run_dir
+
+    def run(self, case, benchmark) -> Row:
+        """Measure a case, profile it when asked, and record its row; the benchmark's JSON entry carries
+        the row's figures in extra_info."""
+        row = run_case(case, benchmark, self.settings)
+        row = row.but(peak_tflops=calibrate.peak_tflops(row.precision, self.calibration))
+        if row.status == "ok" and self.options.profile:
+            row = self._profile(case, row)
+        self.record(row, benchmark)
+        return row
+
+    def _profile(self, case, row: Row) -> Row:
+        """A separate profiled pass; its attention share goes into the row, a failure into profile_error."""
+        run_dir = self.run_dir
+        try:
+            operators, shares = profile_case(case, self.settings.device, run_dir.trace_dir(case.id),
+                                             self.options.profile_steps, self.options.profile_stacks)
+        except Exception as err:  # a profiler failure must not lose the timing
+            return row.but(profile_error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        RunWriter.write_csv(run_dir.operators_csv(case.id), operators)
+        RunWriter.write_csv(run_dir.breakdown_csv(case.id), shares)
+        return row.but(attention_share=float(shares.set_index("category")["share"].get("attention", 0.0)))
+
+    def record(self, row: Row, benchmark) -> None:
+        """Write the row (results.csv and its raw rounds) and keep the benchmark for the final JSON."""
+        writer = self._writer()
+        writer.add(row)
+        if benchmark is not None:
+            benchmark.extra_info.update({k: v for k, v in writer.records[-1].items() if v is not None})
+            if benchmark.stats is not None:
+                self.benchmarks.append(benchmark.stats)
+
+    def finish(self, benchmark_json: Callable[[list], dict]) -> None:
+        """pytest-benchmark's JSON of the timed cases (made by `benchmark_json` from their records, raw
+        rounds included), then the report; a report that fails says why, the results being on disk."""
+        from bench.report import write_report  # matplotlib loads only when a run ends
+
+        if self.writer is None:
+            return
+        if self.benchmarks:
+            self.writer.write_json(self.run_dir.benchmark_json, benchmark_json(self.benchmarks))
+        try:
+            self.report_line = f"report: {write_report(self.run_dir.path)}"
+        except Exception as err:
+            self.report_line = f"report not written: {type(err).__name__}: {err}"
+
+    def summary(self) -> list[str]:
+        """The lines the terminal summary prints: cases by status and where they went."""
+        if self.writer is None:
+            return []
+        counts = Counter(row.status for row in self.writer.rows)
+        tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return [f"{len(self.writer.rows)} cases ({tally}) -> {self.run_dir.path}", self.report_line]
+
+
+def outcome(row: Row) -> None:
+    """The test's outcome for a row: an error fails it; a skipped or oom case skips it with the reason."""
+    if row.status == "error":
+        pytest.fail(row.reason)
+    if row.status != "ok":
+        pytest.skip(f"{row.status}: {row.reason}")

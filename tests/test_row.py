@@ -1,0 +1,76 @@
+"""The row type: spread and rates derived from raw rounds by hand-checked arithmetic, and its CSV record."""
+
+import math
+
+import pytest
+
+from bench.cases import AttentionCase, Case
+from bench.row import COLUMNS, Row, rates, timing_stats
+
+# Unsorted, even in number and skewed: the median (3 ms) is neither the mean (4.25 ms) nor a middle element.
+ROUNDS = (0.004, 0.001, 0.010, 0.002)
+
+
+def test_timing_stats_of_unsorted_even_skewed_rounds():
+    stats = timing_stats(ROUNDS)
+    assert stats["median_s"] == pytest.approx(0.003)
+    assert stats["mean_s"] == pytest.approx(0.00425)
+    assert stats["min_s"] == 0.001
+    # linear quartiles of 1, 2, 4, 10 ms: 1.75 and 5.5 ms
+    assert stats["iqr_s"] == pytest.approx(0.00375)
+    assert stats["stddev_s"] == pytest.approx(math.sqrt(48.75 / 3) * 1e-3)
+    assert stats["rounds"] == 4
+
+
+def test_one_round_has_no_spread():
+    assert timing_stats([0.5]) == {"median_s": 0.5, "iqr_s": 0.0, "min_s": 0.5, "mean_s": 0.5, "stddev_s": 0.0,
+                                   "rounds": 1}
+
+
+def test_rates_at_the_median():
+    figures = rates(0.003, batch=8, batch_tokens=512, flops=6e9, peak_tflops=4.0)
+    assert figures == pytest.approx({"samples_per_s": 8 / 0.003, "tokens_per_s": 512 / 0.003, "tflops": 2.0,
+                                     "pct_of_peak": 50.0})
+
+
+@pytest.mark.parametrize(("tokens", "flops", "peak"), [(None, None, None), (float("nan"), float("nan"), 4.0),
+                                                       (None, 6e9, None), (None, 6e9, 0.0)])
+def test_rates_are_empty_where_a_figure_is_unknown(tokens, flops, peak):
+    figures = rates(0.003, batch=8, batch_tokens=tokens, flops=flops, peak_tflops=peak)
+    assert figures["tokens_per_s"] is None and figures["pct_of_peak"] is None
+    assert figures["tflops"] == (None if flops is None or math.isnan(flops) else pytest.approx(2.0))
+
+
+def test_row_derives_its_figures_from_its_rounds():
+    row = Row("cnn-fwd-fp32-b8", "model", "fwd", "fp32", 8, "cpu", rounds_s=ROUNDS, flops=6e9, peak_tflops=4.0)
+    assert row.figures["samples_per_s"] == pytest.approx(8 / 0.003)  # the median, not the mean
+    assert row.figures["pct_of_peak"] == pytest.approx(50.0)
+    assert Row("x", "model", "fwd", "fp32", 8, "cpu", status="oom").figures == {}
+
+
+def test_rows_of_a_model_case_and_an_attention_case():
+    model = Row.for_case(Case("encoder", "fwdbwd", "amp_bf16", 4, "sdpa"), "cpu", {"torch": "2.14.1"})
+    assert (model.case_id, model.kind, model.model, model.attention, model.size) == (
+        "encoder-fwdbwd-amp_bf16-b4-sdpa", "model", "encoder", "sdpa", "quick")
+    assert model.seqlen is None and model.environment == {"torch": "2.14.1"}
+    micro = Row.for_case(AttentionCase("naive", "fwd", "bf16", 128, 64, True, 2, 4), "cuda", {})
+    assert (micro.kind, micro.model, micro.seqlen, micro.head_dim, micro.causal, micro.heads, micro.batch) == (
+        "attention", None, 128, 64, True, 4, 2)
+
+
+def test_record_has_every_column_in_order_and_no_raw_rounds():
+    row = Row("cnn-fwd-fp32-b8", "model", "fwd", "fp32", 8, "cpu", model="cnn", rounds_s=ROUNDS, flops=6e9,
+              environment={"torch": "2.14.1", "device_name": "Test CPU"})
+    record = row.record("run-1", "2026-01-01T00:00:00")
+    assert list(record) == COLUMNS
+    assert (record["run_id"], record["timestamp"], record["torch"], record["device_name"]) == (
+        "run-1", "2026-01-01T00:00:00", "2.14.1", "Test CPU")
+    assert record["median_s"] == pytest.approx(0.003) and record["rounds"] == 4
+    assert record["tflops"] == pytest.approx(2.0) and record["pct_of_peak"] is None
+    assert "rounds_s" not in record and "environment" not in record
+
+
+def test_but_changes_only_what_it_names():
+    row = Row("x", "model", "fwd", "fp32", 8, "cpu")
+    changed = row.but(status="error", reason="boom")
+    assert (changed.status, changed.reason, row.status) == ("error", "boom", "ok")
