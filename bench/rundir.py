@@ -105,7 +105,7 @@ class RunWriter:
     def add(self, row: Row) -> None:
         self.rows.append(row)
         self.records.append(row.record(self.run_dir.run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-        if row.rounds_s:
+        if row.rounds_s:  # rounds first: a row in results.csv always has its rounds on disk
             self.write_json(self.run_dir.rounds_json(row.case_id),
                             {"case_id": row.case_id, "device": row.device, "rounds_s": list(row.rounds_s)})
         atomic_write(self.run_dir.results_csv, pd.DataFrame(self.records, columns=COLUMNS).to_csv(index=False))
@@ -144,7 +144,7 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
     if "kind" not in frame.columns:  # a run written before rows had a kind: the micro-benchmark's model
         frame["kind"] = np.where(frame["model"] == "attention", "attention", "model")  # was "attention"
         frame["model"] = frame["model"].where(frame["kind"] == "model")
-    return frame
+    return frame.reindex(columns=[*COLUMNS, *(c for c in frame.columns if c not in COLUMNS)])  # every column
 
 
 def load_calibration(run_dir: Path) -> dict:

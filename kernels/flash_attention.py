@@ -284,12 +284,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
     _store_tile(DQ + rows, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM)
 
 
-def _shape_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> dict:
-    """The constexpr arguments every kernel shares: head dim (padded to a power of two) and the mask."""
-    head_dim = q.shape[-1]
+def shape_constexprs(dtype: torch.dtype, head_dim: int, causal: bool) -> dict:
+    """The constexpr arguments every kernel shares: head dim (padded to a power of two), the mask, and the
+    dot precision (IEEE for fp32 inputs, so fp32 results match PyTorch's fp32 rather than TF32)."""
     padded = max(16, triton.next_power_of_2(head_dim))
     return {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": padded, "EVEN_D": head_dim == padded, "CAUSAL": causal,
-            "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32"}
+            "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -299,7 +299,7 @@ class _FlashAttention(torch.autograd.Function):
         seqlen_k = k.shape[2]
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((batch * heads, seqlen_q), dtype=torch.float32, device=q.device)
-        shape = _shape_args(q, k, v, causal)
+        shape = shape_constexprs(q.dtype, q.shape[-1], causal)
 
         def grid(meta):
             return triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads
@@ -316,7 +316,7 @@ class _FlashAttention(torch.autograd.Function):
         batch, heads, seqlen_q, head_dim = q.shape
         seqlen_k = k.shape[2]
         grad_out = grad_out.contiguous()
-        shape = _shape_args(q, k, v, ctx.causal)
+        shape = shape_constexprs(q.dtype, head_dim, ctx.causal)
         delta = torch.empty_like(lse)
         rows_per_block = 64
         _attn_bwd_preprocess[(triton.cdiv(seqlen_q, rows_per_block), batch * heads)](

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -17,6 +18,7 @@ assert os.environ.get("TRITON_INTERPRET") != "1", "the interpreter does not comp
 attention = importlib.import_module("kernels.flash_attention")
 SCALARS = {"n_heads": "i32", "seqlen_q": "i32", "seqlen_k": "i32", "qk_scale": "fp32", "sm_scale": "fp32"}
 TRITON_DTYPE = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+TORCH_DTYPE = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 KERNELS = {  # name -> (autotuned kernel, pointer arguments holding the input dtype, fp32 pointer arguments)
     "fwd": (attention._attn_fwd, 4, 1),
     "dkdv": (attention._attn_bwd_dkdv, 6, 2),
@@ -28,9 +30,7 @@ def compile_one(name: str, config: triton.Config, dtype: str, head_dim: int, cau
     autotuner, n_input, n_fp32 = KERNELS[name]
     fn = autotuner.fn
     pointers = iter([f"*{TRITON_DTYPE[dtype]}"] * n_input + ["*fp32"] * n_fp32)
-    padded = max(16, triton.next_power_of_2(head_dim))
-    constexprs = {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": padded, "EVEN_D": head_dim == padded, "CAUSAL": causal,
-                  "DOT_PRECISION": "ieee" if dtype == "float32" else "tf32", **config.kwargs}
+    constexprs = {**attention.shape_constexprs(TORCH_DTYPE[dtype], head_dim, causal), **config.kwargs}
     signature = {}
     for arg in fn.arg_names:
         if arg in constexprs:

@@ -50,3 +50,18 @@ def test_attention_flops_follow_flashattention_convention():
     assert full == 4 * 2 * 4 * 128 * 256 * 64
     assert attention_flops(2, 4, 128, 256, 64, causal=True) == full // 2
     assert attention_flops(2, 4, 128, 256, 64, causal=False, with_backward=True) == full * 7 // 2
+
+
+def test_override_runs_another_implementation_inside_the_block_only(monkeypatch):
+    from bench import attention
+
+    calls = []
+    monkeypatch.setitem(ATTENTION, "spy", attention.AttentionImpl("spy", lambda q, k, v, causal: calls.append(causal)))
+    q, k, v = qkv(5, 5)
+    with attention.override("spy"):
+        attention.attend("sdpa", q, k, v, causal=True)
+    assert calls == [True]
+    torch.testing.assert_close(attention.attend("sdpa", q, k, v, causal=False), naive(q, k, v, causal=False))
+    assert calls == [True]  # restored after the block
+    with pytest.raises(KeyError, match="unknown attention implementation 'flash'"), attention.override("flash"):
+        pass

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +83,29 @@ def test_attention_micro_benchmark_lists_every_implementation_and_counts_flashat
     assert row["flops"] == forward * 3.5  # forward plus a backward of 2.5x
     assert row["tflops"] == pytest.approx(row["flops"] / row["median_s"] / 1e12)
     assert row["tokens_per_s"] == pytest.approx(row["batch"] * 256 / row["median_s"])
+
+
+def test_a_sweep_killed_part_way_still_reports_and_gates_on_the_cases_it_finished(tmp_path):
+    command = [sys.executable, "-m", "pytest", "bench/test_models.py", "--benchmark-only", "-q", "--models", "cnn",
+               "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "1,2,3,4,5,6,7,8,9,10",
+               "--benchmark-max-time", "0.5", "--reports-dir", str(tmp_path), "--run-id", "killed"]
+    sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "killed" / "results.csv"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and sweep.poll() is None:
+            if results.exists() and len(pd.read_csv(results)) >= 2:
+                break
+            time.sleep(0.1)
+    finally:
+        sweep.kill()  # SIGKILL: no hook, no benchmark.json
+        sweep.wait(timeout=60)
+    finished = pd.read_csv(results)
+    assert 2 <= len(finished) < 10 and not (tmp_path / "killed" / "benchmark.json").exists()
+    for command in (["report", "killed"], ["gate", "killed", "killed"]):
+        done = subprocess.run([sys.executable, "-m", "bench", *command, "--reports-dir", str(tmp_path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert f"0 slower, 0 faster, {len(finished)} unchanged of {len(finished)} cases" in done.stdout
+    summary = (tmp_path / "killed" / "summary.md").read_text()
+    assert f"{len(finished)} cases, {len(finished)} ok" in summary

@@ -1,0 +1,50 @@
+"""python -m bench: its commands answer, look run-ids up under --reports-dir, and refuse bad input in one
+line with exit 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_lists_every_command_at_once():
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    assert all(name in done.stdout for name in ("report", "tensorboard", "calibrate", "compare", "gate"))
+
+
+@pytest.fixture
+def reports(tmp_path):
+    run = tmp_path / "r1"
+    run.mkdir()
+    pd.DataFrame([{"case_id": "cnn-fwd-fp32-b2", "kind": "model", "model": "cnn", "phase": "fwd",
+                   "precision": "fp32", "batch": 2, "status": "skipped", "reason": "x", "device_name": "CPU",
+                   "peak_mem_bytes": None}]).to_csv(run / "results.csv", index=False)
+    return tmp_path
+
+
+def test_report_finds_a_run_id_under_reports_dir(reports, capsys):
+    assert main(["report", "r1", "--reports-dir", str(reports)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {reports / 'r1' / 'report.html'}")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "nope"], "error: nope: no such run folder, run-id under"),
+    (["tensorboard", "r1"], "no traces/ or tb/ (run pytest bench with --profile, then python -m bench report)"),
+    (["compare", "r1"], "error: compare needs at least two runs"),
+    (["gate", "r1", "r1"], "no rounds/ or benchmark.json in this run folder"),
+    (["calibrate", "--device", "tpu"], "error: --device: unknown value 'tpu'; valid values: auto, cpu, cuda"),
+])
+def test_unusable_input_is_one_line_and_exit_2(reports, capsys, argv, message):
+    if argv[0] != "calibrate":
+        argv = [*argv, "--reports-dir", str(reports)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,0 +1,32 @@
+"""The precision registry: autocast dtypes, loss scaling, the peak each precision is judged against."""
+
+import pytest
+import torch
+
+from bench.precision import DTYPES, PRECISIONS, dtype_name, peak_name
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("name", "compute", "scaled", "peak"), [
+    ("fp32", torch.float32, False, "fp32"), ("amp_fp16", torch.float16, True, "fp16"),
+    ("amp_bf16", torch.bfloat16, False, "bf16")])
+def test_each_precision_computes_in_its_dtype_and_is_judged_against_its_peak(name, compute, scaled, peak):
+    precision = PRECISIONS[name]
+    assert precision.compute_dtype == compute and precision.peak == peak and peak_name(name) == peak
+    assert precision.scaler(CPU).is_enabled() == scaled
+    x = torch.ones(4, 4)
+    if precision.unavailable(CPU) is None:
+        with precision.autocast(CPU):
+            assert (x @ x).dtype == compute
+
+
+def test_plain_dtype_names_are_their_own_peak_and_unknown_names_have_none():
+    assert peak_name("bf16") == "bf16" and peak_name("fp16") == "fp16"
+    assert peak_name("fp8") is None
+    assert {dtype_name(dtype): name for name, dtype in DTYPES.items()} == {name: name for name in DTYPES}
+
+
+def test_bf16_autocast_runs_on_this_cpu():
+    assert PRECISIONS["amp_bf16"].unavailable(CPU) is None
+    assert PRECISIONS["fp32"].unavailable(CPU) is None

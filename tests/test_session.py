@@ -1,0 +1,96 @@
+"""The run driver, called directly: rows and raw rounds on disk as each case ends, calibration and profile
+folded into rows, pytest-benchmark's JSON and the report at the end, outcomes for pytest."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import session as session_module
+from bench.cases import Case
+from bench.options import SweepOptions
+from bench.row import Row
+from bench.session import Session, outcome
+
+CALIBRATION = {"matmul_tflops": {"fp32": 0.5, "bf16": 2.0}}
+
+
+def make_session(tmp_path, **changes) -> Session:
+    options = SweepOptions(cases=(), attention_cases=(), device=torch.device("cpu"), run_id="run", run_id_given=True,
+                           reports_dir=tmp_path, max_time=0.01, min_rounds=3, **changes)
+    return Session(options, calibration=CALIBRATION)
+
+
+def test_a_session_that_runs_nothing_leaves_no_folder(tmp_path):
+    run = make_session(tmp_path)
+    run.finish(lambda benchmarks: pytest.fail("no JSON without benchmarks"))
+    assert list(tmp_path.iterdir()) == [] and run.summary() == []
+
+
+def test_each_case_is_on_disk_when_it_ends_and_the_end_writes_json_and_report(tmp_path, benchmark):
+    run = make_session(tmp_path)
+    ok = run.run(Case("cnn", "fwd", "fp32", 2), benchmark)
+    folder = tmp_path / "run"
+    assert json.loads((folder / "calibration.json").read_text()) == CALIBRATION
+    assert ok.status == "ok" and ok.peak_tflops == 0.5  # the fp32 peak of the calibration
+    saved = json.loads((folder / "rounds" / "cnn-fwd-fp32-b2.json").read_text())
+    assert saved["rounds_s"] == list(benchmark.stats.stats.data) and len(saved["rounds_s"]) >= 3
+    assert benchmark.extra_info["case_id"] == "cnn-fwd-fp32-b2"
+    assert benchmark.extra_info["pct_of_peak"] == pytest.approx(100 * ok.figures["tflops"] / 0.5)
+
+    skipped = run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
+    assert (skipped.status, skipped.reason) == ("skipped", "triton needs a CUDA GPU")
+    results = pd.read_csv(folder / "results.csv")
+    assert list(results["case_id"]) == ["cnn-fwd-fp32-b2", "encoder-fwd-fp32-b2-triton"]
+    assert results.loc[0, "median_s"] == pytest.approx(ok.figures["median_s"])
+    assert not (folder / "benchmark.json").exists()  # only at the end
+
+    run.finish(lambda benchmarks: {"benchmarks": [b.name for b in benchmarks]})
+    assert json.loads((folder / "benchmark.json").read_text()) == {"benchmarks": [benchmark.name]}
+    assert run.summary() == [f"2 cases (1 ok, 1 skipped) -> {folder}", f"report: {folder / 'report.html'}"]
+    assert (folder / "report.html").is_file()
+
+
+def test_a_report_that_fails_says_why_and_keeps_the_results(tmp_path, monkeypatch):
+    import bench.report
+
+    run = make_session(tmp_path)
+    run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
+
+    def broken(run_dir):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(bench.report, "write_report", broken)
+    run.finish(lambda benchmarks: {})
+    assert run.summary()[1] == "report not written: RuntimeError: no fonts"
+    assert (tmp_path / "run" / "results.csv").is_file()
+
+
+def test_a_profiled_case_gets_its_trace_tables_and_attention_share(tmp_path, benchmark):
+    run = make_session(tmp_path, profile=True, profile_steps=1)
+    row = run.run(Case("encoder", "fwd", "fp32", 2, "sdpa"), benchmark)
+    trace = tmp_path / "run" / "traces" / row.case_id
+    shares = pd.read_csv(trace / "breakdown.csv").set_index("category")["share"]
+    assert row.attention_share == pytest.approx(shares["attention"]) and 0 < row.attention_share < 1
+    assert len(pd.read_csv(trace / "operators.csv")) > 10
+    assert list(trace.glob("*.pt.trace.json"))
+
+
+def test_a_profiler_failure_keeps_the_timing(tmp_path, benchmark, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("profiler busy\nmore")
+
+    monkeypatch.setattr(session_module, "profile_case", broken)
+    row = make_session(tmp_path, profile=True).run(Case("cnn", "fwd", "fp32", 2), benchmark)
+    assert (row.status, row.profile_error, row.attention_share) == ("ok", "RuntimeError: profiler busy", None)
+    assert pd.read_csv(tmp_path / "run" / "results.csv").loc[0, "profile_error"] == "RuntimeError: profiler busy"
+
+
+@pytest.mark.parametrize(("status", "raised"), [("error", pytest.fail.Exception), ("oom", pytest.skip.Exception),
+                                                 ("skipped", pytest.skip.Exception)])
+def test_outcome_fails_errors_and_skips_what_did_not_run(status, raised):
+    row = Row("x", "model", "fwd", "fp32", 1, "cpu", status=status, reason="why")
+    with pytest.raises(raised, match="why"):
+        outcome(row)
+    outcome(row.but(status="ok"))  # an ok row passes
