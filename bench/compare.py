@@ -3,6 +3,7 @@ against the first run, and the same ratios normalised by each machine's calibrat
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -53,19 +54,23 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
     return lined.reset_index(), labels, missing
 
 
-def _plot(lined: pd.DataFrame, labels: list[str], path: Path) -> None:
-    """Grouped bars: geometric-mean throughput ratio per model (the micro-benchmark as one group), raw and
-    peak-normalised, per run."""
+def model_summary(lined: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Per model (the micro-benchmark as one group), the geometric mean over its cases of every run's
+    throughput ratio to the first, raw and per peak: the mean that treats 2x and 0.5x alike."""
+    group = lined["model"].where(lined["kind"] == "model", lined["kind"]).rename("model")
+    columns = [f"{what} | {label}" for label in labels for what in ("x first", "x first / peak")]
+    return np.exp(np.log(lined[columns]).groupby(group, sort=False).mean())
+
+
+def _plot(summary: pd.DataFrame, labels: list[str], path: Path) -> None:
+    """Grouped bars of the per-model summary, raw and peak-normalised, per run."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
-    group = lined["model"].where(lined["kind"] == "model", lined["kind"])
-    models = list(dict.fromkeys(group))
+    models = list(summary.index)
     x = np.arange(len(models))
     width = 0.8 / len(labels)
     for ax, what in zip(axes, ("x first", "x first / peak"), strict=True):
         for i, label in enumerate(labels):
-            column = f"{what} | {label}"
-            means = [float(np.exp(np.log(lined.loc[group == m, column]).mean())) for m in models]
-            ax.bar(x + i * width, means, width, label=label)
+            ax.bar(x + i * width, summary[f"{what} | {label}"], width, label=label)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xticks(x + width * (len(labels) - 1) / 2, models, rotation=30, ha="right")
         ax.set_title("throughput vs first run" + (" / peak ratio" if "peak" in what else ""))
@@ -80,14 +85,19 @@ def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
     ids = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", resolve(run, reports_dir).name) for run in runs)
     out = reports_dir / f"compare-{ids}"
     out.mkdir(parents=True, exist_ok=True)  # derived files: regenerated identically from the runs
-    _plot(lined, labels, out / "compare.png")
-    heading = "# archbench compare\n\nRuns: " + "; ".join(labels) + f". {len(lined)} cases ran ok in every run.\n\n"
-    missing_md = "\n\nMissing or not ok in some run: " + ", ".join(f"`{c}`" for c in missing) + "\n" if missing else ""
-    atomic_write(out / "compare.md", heading + lined.to_markdown(index=False, floatfmt=".3g") + missing_md
-                 + "\n\n![throughput ratios](compare.png)\n")
+    summary = model_summary(lined, labels).reset_index()
+    _plot(summary.set_index("model"), labels, out / "compare.png")
+    runs_line = "; ".join(labels) + f". {len(lined)} cases ran ok in every run."
+    missing_line = "Missing or not ok in some run: " + ", ".join(missing) if missing else ""
+    atomic_write(out / "compare.md", "\n\n".join([
+        "# archbench compare", f"Runs: {runs_line}",
+        "Geometric mean of the ratios per model:", summary.to_markdown(index=False, floatfmt=".3g"),
+        "Every case:", lined.to_markdown(index=False, floatfmt=".3g"),
+        missing_line, "![throughput ratios](compare.png)"]) + "\n")
     atomic_write(out / "compare.html", "<html><head><meta charset='utf-8'><title>archbench compare</title></head>"
-                 f"<body><h1>archbench compare</h1><p>{'; '.join(labels)}</p>"
-                 + lined.to_html(index=False, float_format=lambda v: f"{v:.3g}")
-                 + (f"<p>Missing or not ok in some run: {', '.join(missing)}</p>" if missing else "")
-                 + "<img src='compare.png' alt='throughput ratios'></body></html>")
+                 f"<body><h1>archbench compare</h1><p>Runs: {html.escape(runs_line)}</p>"
+                 "<h2>Geometric mean of the ratios per model</h2>"
+                 + summary.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+                 + "<h2>Every case</h2>" + lined.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+                 + f"<p>{html.escape(missing_line)}</p><img src='compare.png' alt='throughput ratios'></body></html>")
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.compare import line_up, write_comparison
+from bench.compare import line_up, model_summary, write_comparison
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,8 @@ def test_comparison_files_are_written(two_runs):
     assert out == two_runs / "compare-h100-h200"
     assert {p.name for p in out.iterdir()} == {"compare.md", "compare.html", "compare.png"}
     markdown = (out / "compare.md").read_text()
-    assert "cnn-fwd-amp_bf16-b8" in markdown and "Missing or not ok in some run: `gru-fwd-amp_bf16-b8`" in markdown
+    assert "cnn-fwd-amp_bf16-b8" in markdown
+    assert "Missing or not ok in some run: gru-fwd-amp_bf16-b8, vit_b_16-fwd-amp_bf16-b8" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -79,3 +80,17 @@ def test_an_empty_run_folder_is_refused(two_runs):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().endswith("empty: not a run folder (no results.csv)")
+
+
+def test_the_per_model_summary_is_the_geometric_mean_of_the_ratios(tmp_path):
+    # resnet50's two cases run 1.5x and 6x faster on the second machine: geometric mean 3, arithmetic 3.75
+    fixture_run(tmp_path, "a", "A", {"resnet50-fwd-amp_bf16-b8": 100.0, "resnet50-fwd-amp_bf16-b16": 100.0,
+                                     "cnn-fwd-amp_bf16-b8": 100.0}, bf16_peak=100.0)
+    fixture_run(tmp_path, "b", "B", {"resnet50-fwd-amp_bf16-b8": 150.0, "resnet50-fwd-amp_bf16-b16": 600.0,
+                                     "cnn-fwd-amp_bf16-b8": 50.0}, bf16_peak=200.0)
+    lined, labels, _ = line_up(["a", "b"], reports_dir=tmp_path)
+    summary = model_summary(lined, labels)
+    assert summary.loc["resnet50", "x first | b (B)"] == pytest.approx(3.0)
+    assert summary.loc["resnet50", "x first / peak | b (B)"] == pytest.approx(1.5)
+    assert summary.loc["cnn", "x first | b (B)"] == pytest.approx(0.5)
+    assert list(summary.loc[:, "x first | a (A)"]) == pytest.approx([1.0, 1.0])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench.gate import gate, judge
+from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,3 +126,61 @@ def test_bad_alpha_is_unusable(tmp_path):
     good = benchmark_json(tmp_path / "good.json", {"a": rounds()})
     done = run_gate(str(good), str(good), "--alpha", "1.5")
     assert done.returncode == 2 and "--alpha must be between 0 and 1, got 1.5" in done.stderr
+
+
+def test_the_ratio_is_of_medians_not_means():
+    # the baseline's tail (a sixth of its rounds 10x slower) drags its mean to 2.5 ms; its median is 1 ms
+    base = np.array([0.001] * 50 + [0.010] * 10)
+    cand = 0.0012 * (1 + 0.001 * np.random.default_rng(0).standard_normal(60))
+    verdict = judge("case", base, cand, threshold=0.1, alpha=0.01)
+    assert verdict.ratio == pytest.approx(1.2, rel=1e-3)
+    assert (verdict.baseline_median, verdict.verdict) == (0.001, "slower")
+
+
+def test_a_speedup_below_the_threshold_is_not_faster():
+    verdict = judge("case", rounds(n=400, spread=0.001, seed=1), 0.97 * rounds(n=400, spread=0.001, seed=2),
+                    threshold=0.05, alpha=0.01)
+    assert verdict.ci_high < 1  # clearly real, and yet within the threshold
+    assert verdict.verdict == "unchanged"
+
+
+def test_a_speedup_beyond_the_threshold_is_faster_on_the_threshold_s_reciprocal():
+    # 1 / 1.25 = 0.8: a ratio of 0.82 is within a 25 % threshold, 0.78 beyond it
+    base = rounds(n=400, spread=0.001, seed=1)
+    assert judge("case", base, 0.82 * rounds(n=400, spread=0.001, seed=2), 0.25, 0.01).verdict == "unchanged"
+    assert judge("case", base, 0.78 * rounds(n=400, spread=0.001, seed=2), 0.25, 0.01).verdict == "faster"
+
+
+@pytest.mark.parametrize(("base_device", "cand_device"), [("cpu", "cuda"), ("cuda", "cpu")])
+def test_runs_on_mixed_devices_get_the_larger_default_threshold(tmp_path, base_device, cand_device):
+    base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1)}, device=base_device)
+    cand = benchmark_json(tmp_path / "cand.json", {"a": 1.3 * rounds(seed=2)}, device=cand_device)
+    result = gate(str(base), str(cand))
+    assert result.threshold == 0.5 and result.verdicts[0].verdict == "unchanged"
+
+
+def test_a_given_threshold_overrides_the_default_and_the_resolution_is_the_interval_half_width(tmp_path):
+    base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1)}, device="cpu")
+    cand = benchmark_json(tmp_path / "cand.json", {"a": 1.3 * rounds(seed=2)}, device="cpu")
+    result = gate(str(base), str(cand), threshold=0.1)
+    verdict = result.verdicts[0]
+    assert result.threshold == 0.1 and verdict.verdict == "slower"
+    assert verdict.resolution == pytest.approx((verdict.ci_high - verdict.ci_low) / 2 / verdict.ratio)
+
+
+def test_regressions_are_the_slower_verdicts_only(tmp_path):
+    base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1), "b": rounds(seed=2), "c": rounds(seed=3)})
+    cand = benchmark_json(tmp_path / "cand.json", {"a": 1.5 * rounds(seed=4), "b": 0.5 * rounds(seed=5),
+                                                   "c": rounds(seed=6)})
+    result = gate(str(base), str(cand))
+    assert {v.case: v.verdict for v in result.verdicts} == {"a": "slower", "b": "faster", "c": "unchanged"}
+    assert [v.case for v in result.regressions] == ["a"]
+    table = result.markdown("base", "cand")
+    assert "1 slower, 1 faster, 1 unchanged of 3 cases" in table
+    assert table.index("| `a` |") < table.index("| `c` |") < table.index("| `b` |")  # slowest first
+
+
+def test_a_negative_threshold_is_unusable(tmp_path):
+    good = benchmark_json(tmp_path / "good.json", {"a": rounds()})
+    with pytest.raises(RunError, match="--threshold must not be negative, got -0.1"):
+        gate(str(good), str(good), threshold=-0.1)
