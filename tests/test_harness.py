@@ -1,5 +1,7 @@
 """The harness: FLOP counts against hand computations, training steps, and OOM cases recorded."""
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -120,3 +122,59 @@ def test_a_flop_count_that_runs_out_of_memory_keeps_the_timing(benchmark):
     assert row["status"] == "ok" and len(row["rounds_s"]) >= 2
     assert row["flops"] is None
     assert row["reason"] == "FLOPs not counted: out of memory while counting"
+
+
+def test_rnn_backward_counts_three_times_the_analytic_forward():
+    model = SentimentRNN("gru").train()
+    batch = MODELS["gru"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
+    analytic = recurrent_flops(model, batch)
+    classifier = 2 * 3 * 512 * 2
+    fwdbwd = count_flops(lambda: model(*batch.inputs).sum().backward(), model, analytic, backward=True)
+    assert fwdbwd == 3 * analytic["rnn"] + 3 * classifier  # the classifier: forward, grad input, grad weight
+
+
+class Weights(nn.Module):
+    """Holds 200 MB of weights and does nothing with them: its peak is all build."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = nn.Parameter(torch.ones(50_000_000), requires_grad=False)
+
+    def forward(self, x):
+        return x
+
+
+def held_weights() -> Workload:
+    model = Weights()
+    return Workload(step=lambda: model(torch.ones(1)), flops=lambda: 0)
+
+
+def test_peak_memory_covers_the_build(benchmark):
+    row = measure(held_weights, benchmark, FAST)
+    assert 190e6 < row["peak_mem_bytes"] < 400e6
+
+
+def test_peak_memory_of_one_case_does_not_carry_into_the_next():
+    memory = PeakMemory(CPU)
+    memory.start()
+    block = torch.ones(75_000_000)  # 300 MB, touched, then freed
+    del block
+    assert memory.peak_bytes() > 290e6
+    memory.start()  # the next case
+    small = torch.ones(1_000_000)
+    assert memory.peak_bytes() < 50e6
+    del small
+
+
+def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
+    calls = []
+
+    def step():
+        calls.append(None)
+        time.sleep(0.002)
+
+    settings = Settings(device=CPU, max_time=0.1, min_rounds=3, warmup_rounds=2)
+    row = measure(lambda: Workload(step=step, flops=lambda: 0), benchmark, settings)
+    # 0.1 s of rounds of at least 2 ms: at most 50, and well above min_rounds unless the machine stalls
+    assert 5 <= len(row["rounds_s"]) <= 50 and len(calls) == len(row["rounds_s"]) + 2
+    assert all(r >= 0.002 for r in row["rounds_s"])

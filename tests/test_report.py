@@ -9,9 +9,11 @@ import pytest
 
 from bench.report import write_report
 
-# case id -> raw rounds; the medians are 12, 6, 20, 10, 4 and 1 ms.
+# case id -> raw rounds; the medians are 12, 25, 6, 20, 10, 4 and 1 ms. The b16 rounds are unsorted and even
+# in number: their median is 25 ms, which neither the middle element nor the middle pair of the list gives.
 ROUNDS = {
     "cnn-fwd-fp32-b8": [0.010, 0.011, 0.012, 0.013, 0.100],
+    "cnn-fwd-fp32-b16": [0.040, 0.010, 0.020, 0.030],
     "cnn-fwd-amp_bf16-b8": [0.005, 0.006, 0.006, 0.007, 0.050],
     "encoder-fwd-fp32-b4-naive": [0.019, 0.020, 0.021],
     "encoder-fwd-fp32-b4-sdpa": [0.009, 0.010, 0.011],
@@ -66,10 +68,11 @@ def cells(line: str) -> list[str]:
 def test_throughput_is_recomputed_from_the_raw_rounds(run_dir):
     write_report(str(run_dir))
     markdown = (run_dir / "summary.md").read_text()
-    rows = {tuple(cells(r)[:2]): cells(r)[2] for r in table_after(markdown, "Throughput: cnn (samples/s)")}
-    assert float(rows[("fwd", "fp32")]) == pytest.approx(8 / 0.012, rel=1e-3)  # not the CSV's 999 s median
-    assert float(rows[("fwd", "amp_bf16")]) == pytest.approx(8 / 0.006, rel=1e-3)
-    assert "Timings recomputed from 22 raw rounds" in markdown
+    rows = {tuple(cells(r)[:2]): cells(r)[2:] for r in table_after(markdown, "Throughput: cnn (samples/s)")}
+    assert float(rows[("fwd", "fp32")][0]) == pytest.approx(8 / 0.012, rel=1e-3)  # not the CSV's 999 s median
+    assert float(rows[("fwd", "fp32")][1]) == pytest.approx(16 / 0.025, rel=1e-3)
+    assert float(rows[("fwd", "amp_bf16")][0]) == pytest.approx(8 / 0.006, rel=1e-3)
+    assert "Timings recomputed from 26 raw rounds" in markdown
 
 
 def test_amp_and_attention_speedups(run_dir):
@@ -92,9 +95,12 @@ def test_skipped_oom_noisy_and_profiled_cases_are_listed(run_dir):
     not_ok = {cells(r)[0]: cells(r)[1:] for r in table_after(markdown, "Skipped, out-of-memory and failed cases")}
     assert not_ok == {"encoder-fwd-fp32-b4-triton": ["skipped", "triton needs a CUDA GPU"],
                       "cnn-fwd-fp32-b4096": ["oom", "OutOfMemoryError: CUDA out of memory"]}
-    noisy = [cells(r)[0] for r in table_after(markdown, "Noisy cases (IQR above 10% of the median)")]
-    # numpy quartiles: cnn IQRs are 2 of 12 ms and 1 of 6 ms; the encoder's 1 of 20 and 1 of 10 ms pass
-    assert noisy == ["cnn-fwd-fp32-b8", "cnn-fwd-amp_bf16-b8"]
+    noisy_rows = {cells(r)[0]: [float(c) for c in cells(r)[1:]]
+                  for r in table_after(markdown, "Noisy cases (IQR above 10% of the median)")}
+    assert noisy_rows["cnn-fwd-fp32-b16"] == pytest.approx([25.0, 15.0, 4])  # median ms, IQR ms, rounds
+    noisy = list(noisy_rows)
+    # numpy quartiles: cnn IQRs are 2 of 12 ms, 15 of 25 ms and 1 of 6 ms; the encoder's 1 of 20 and 1 of 10 pass
+    assert noisy == ["cnn-fwd-fp32-b8", "cnn-fwd-fp32-b16", "cnn-fwd-amp_bf16-b8"]
     breakdown = [cells(r) for r in table_after(markdown, "Profile breakdown (% of self time)")]
     assert breakdown == [["encoder-fwd-fp32-b4-sdpa", "30", "70"]]
 
