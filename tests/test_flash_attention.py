@@ -4,11 +4,15 @@ Tolerance, the way FlashAttention's tests set it: the kernel's largest error aga
 most a small multiple of the largest error of PyTorch's own attention computed in the same dtype.
 """
 
+import importlib
+
 import pytest
 import torch
+import triton
 
-from bench.attention import naive
 from kernels import flash_attention
+
+kernel_module = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
 
 ERROR_MULTIPLE = 3  # FlashAttention's tests use 2 for the output; gradients pile up more rounding
 
@@ -36,19 +40,56 @@ def output_and_grads(attn, qkv, grad, dtype, causal):
     return [out.detach()] + [t.grad for t in leaves]
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
-@pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), SHAPES, ids=lambda x: str(x))
-def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_dim, dtype, causal):
-    qkv, grad = inputs(seqlen_q, seqlen_k, head_dim)
-    reference = output_and_grads(naive, qkv, grad, torch.float64, causal)
-    torch_low = output_and_grads(naive, qkv, grad, dtype, causal)
-    kernel = output_and_grads(flash_attention, qkv, grad, dtype, causal)
+def assert_matches_reference(qkv, grad, dtype, causal, sm_scale=None):
+    """Output and gradients of the kernel within ERROR_MULTIPLE of PyTorch's own error in `dtype`."""
+    def reference_attention(q, k, v, causal):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=sm_scale)
+
+    def kernel_attention(q, k, v, causal):
+        return flash_attention(q, k, v, causal=causal, sm_scale=sm_scale)
+
+    reference = output_and_grads(reference_attention, qkv, grad, torch.float64, causal)
+    torch_low = output_and_grads(reference_attention, qkv, grad, dtype, causal)
+    kernel = output_and_grads(kernel_attention, qkv, grad, dtype, causal)
     for name, ref, low, ours in zip(["out", "dq", "dk", "dv"], reference, torch_low, kernel, strict=True):
         assert ours.dtype == dtype and ours.shape == ref.shape
         ours_err = (ours.double() - ref).abs().max().item()
         torch_err = (low.double() - ref).abs().max().item()
         assert ours_err <= ERROR_MULTIPLE * torch_err + FLOOR, f"{name}: {ours_err:.2e} vs {torch_err:.2e}"
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), SHAPES, ids=lambda x: str(x))
+def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_dim, dtype, causal):
+    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim), dtype, causal)
+
+
+@pytest.fixture
+def unequal_blocks(monkeypatch):
+    """Blocks of 64 queries x 32 keys in the forward and dQ kernels, 32 x 64 in dK/dV (each kernel's
+    block of its own rows is the larger): causal ranges then depend on which block size they use."""
+    def only(kernel, block_m, block_n):
+        monkeypatch.setattr(kernel, "configs", [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n},
+                                                              num_warps=4, num_stages=1)])
+
+    only(kernel_module._attn_fwd, 64, 32)
+    only(kernel_module._attn_bwd_dq, 64, 32)
+    only(kernel_module._attn_bwd_dkdv, 32, 64)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), [(150, 150, 16), (100, 170, 32), (170, 90, 16)],
+                         ids=lambda x: str(x))
+def test_unequal_query_and_key_blocks_match_the_reference(unequal_blocks, seqlen_q, seqlen_k, head_dim, dtype,
+                                                          causal):
+    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_sm_scale_reaches_the_gradients(causal):
+    assert_matches_reference(*inputs(37, 29, 16), torch.float32, causal, sm_scale=0.3)
 
 
 def test_strided_inputs_give_the_contiguous_result():
