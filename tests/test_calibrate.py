@@ -69,3 +69,63 @@ def test_matmul_is_timed_in_the_asked_dtype_and_tf32_switch_is_restored(monkeypa
     calibrate.matmul_tflops(CPU, torch.bfloat16, not before, 8)
     assert seen == {"dtype": torch.bfloat16, "shape": (8, 8), "tf32": not before}
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+META = torch.device("meta")  # tensors without storage: shows where and in what dtype the work would run
+
+
+def test_matmul_inputs_are_seeded_and_on_the_device(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(calibrate, "_median_seconds", lambda stmt, a, b: seen.update(stmt=stmt, a=a, b=b) or 1.0)
+    calibrate.matmul_tflops(CPU, torch.float32, False, 4)
+    gen = torch.Generator().manual_seed(0)
+    assert seen["stmt"] == "a @ b"
+    assert torch.equal(seen["a"], torch.randn(4, 4, generator=gen)) and torch.equal(seen["b"], torch.randn(4, 4,
+                                                                                                         generator=gen))
+    calibrate.matmul_tflops(META, torch.float16, False, 4)
+    assert seen["a"].device == META and seen["b"].device == META and seen["a"].dtype == torch.float16
+
+
+def test_copy_moves_bytes_on_the_device(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(calibrate, "_median_seconds", lambda stmt, dst, src: seen.update(stmt=stmt, dst=dst,
+                                                                                         src=src) or 1.0)
+    calibrate.copy_gbps(META, 64)
+    assert seen["stmt"] == "dst.copy_(src)"
+    for t in (seen["src"], seen["dst"]):
+        assert (t.device, t.dtype, t.numel()) == (META, torch.uint8, 64)
+
+
+def test_median_seconds_times_the_statement():
+    import time
+
+    seconds = calibrate._median_seconds("time.sleep(0.002)", time=time)
+    assert 0.002 <= seconds < 0.02
+
+
+def test_measure_records_the_ceilings_sizes_and_environment(monkeypatch):
+    devices = set()
+    monkeypatch.setattr(calibrate, "matmul_tflops", lambda device, dtype, tf32, n: devices.add(device) or {
+        (torch.float32, False): 1.0, (torch.float32, True): 2.0, (torch.float16, False): 3.0,
+        (torch.bfloat16, False): 4.0}[(dtype, tf32)] * n)
+    monkeypatch.setattr(calibrate, "copy_gbps", lambda device, nbytes: devices.add(device) or nbytes / 1e6)
+    monkeypatch.setattr(calibrate, "fingerprint", lambda device_type: devices.add(device_type) or {
+        "torch": torch.__version__, "device_name": "Test CPU"})
+    monkeypatch.setattr(calibrate.socket, "gethostname", lambda: "box")
+    result = calibrate.measure(CPU)
+    assert devices == {CPU, "cpu"}  # every measurement and the fingerprint on the device asked for
+    assert result["matmul_tflops"] == {"fp32": 512.0, "tf32": 1024.0, "fp16": 1536.0, "bf16": 2048.0}
+    assert (result["device"], result["host"], result["matmul_size"]) == ("cpu", "box", 512)
+    assert (result["copy_bytes"], result["copy_gbps"]) == (1 << 28, (1 << 28) / 1e6)
+    assert result["torch"] == torch.__version__ and result["device_name"]
+    assert len(result["measured_at"]) == len("2026-01-01T00:00:00+0000")
+
+
+def test_the_cache_file_is_named_for_host_device_torch_and_driver(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate.socket, "gethostname", lambda: "box")
+    env = {"device_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "driver": ""}
+    monkeypatch.setattr(calibrate, "fingerprint", lambda device_type: env if device_type == "cuda" else {})
+    cuda = torch.device("cuda")
+    assert calibrate.cache_path(cuda, tmp_path) == tmp_path / "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-nodriver.json"
+    env["driver"] = "580.82"
+    assert calibrate.cache_path(cuda, tmp_path).name == "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-580.82.json"
