@@ -1,17 +1,19 @@
 """The regression gate: its statistics on synthetic rounds, and its exit codes and messages."""
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
 
-from bench.gate import gate, judge
+from bench.__main__ import main
+from bench.gate import GateResult, Verdict, gate, judge, ratio_interval
 from bench.rundir import RunError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rounds(n=50, median=0.01, spread=0.02, seed=0):
@@ -62,23 +64,29 @@ def benchmark_json(path: Path, cases: dict[str, np.ndarray], device: str = "cuda
     return path
 
 
-def run_gate(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", "gate", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=env)
+def run_gate(*args: str, summary: Path | None = None) -> SimpleNamespace:
+    """`python -m bench gate ARGS`, run in this process (so that mutation testing sees the code it runs)."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.environ.pop("GITHUB_STEP_SUMMARY", None)
+        if summary is not None:
+            os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
+        code = main(["gate", *args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_gate_exits_1_on_a_regression_and_lists_new_and_vanished_cases(tmp_path):
     base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1), "b": rounds(seed=2), "old": rounds()})
     cand = benchmark_json(tmp_path / "cand.json", {"a": 1.5 * rounds(seed=3), "b": rounds(seed=4), "new": rounds()})
     summary = tmp_path / "summary.md"
-    env = {"GITHUB_STEP_SUMMARY": str(summary), "PATH": "/usr/bin:/bin"}
-    done = run_gate(str(base), str(cand), "--threshold", "10", env=env)
+    summary.write_text("earlier step\n")
+    done = run_gate(str(base), str(cand), "--threshold", "10", summary=summary)
     assert done.returncode == 1, done.stderr
     assert "1 slower, 0 faster, 1 unchanged of 2 cases (threshold 10%, alpha 0.01)" in done.stdout
     assert "| `a` | slower |" in done.stdout and "| `b` | unchanged |" in done.stdout
     assert "New cases (not gated): `new`" in done.stdout
     assert "Vanished cases (not gated): `old`" in done.stdout
-    assert summary.read_text() == done.stdout.rstrip("\n") + "\n"
+    assert summary.read_text() == "earlier step\n" + done.stdout.rstrip("\n") + "\n"  # appended
 
 
 def test_gate_exits_0_when_nothing_regressed(tmp_path):
@@ -184,3 +192,88 @@ def test_a_negative_threshold_is_unusable(tmp_path):
     good = benchmark_json(tmp_path / "good.json", {"a": rounds()})
     with pytest.raises(RunError, match="--threshold must not be negative, got -0.1"):
         gate(str(good), str(good), threshold=-0.1)
+
+
+def test_bootstrap_interval_by_hand():
+    # The baseline's median is always 1; a candidate [1, 2, 3] resampled three times has median 1 or 3 with
+    # probability 7/27 each, 2 with 13/27: its 30 % and 70 % quantiles are 2, its 20 % and 80 % are 1 and 3.
+    assert ratio_interval(np.ones(5), np.array([1.0, 2.0, 3.0]), alpha=0.6) == (2.0, 2.0)
+    assert ratio_interval(np.ones(5), np.array([1.0, 2.0, 3.0]), alpha=0.4) == (1.0, 3.0)
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_ratio():
+    base, cand = rounds(seed=1), 1.1 * rounds(seed=2)
+    low, high = ratio_interval(base, cand, alpha=0.01)
+    assert (low, high) == ratio_interval(base, cand, alpha=0.01)  # seeded
+    assert low < np.median(cand) / np.median(base) < high
+
+
+def test_an_effect_exactly_at_the_threshold_does_not_fail():
+    base = np.ones(50)
+    assert judge("case", base, 1.25 * base, threshold=0.25, alpha=0.01).verdict == "unchanged"
+    assert judge("case", base, 0.8 * base, threshold=0.25, alpha=0.01).verdict == "unchanged"  # 1 / 1.25
+
+
+def test_an_interval_touching_1_is_not_clear_of_it():
+    # A candidate median of 2 whose bootstrap median is 1 (the baseline's) a third of the time: at alpha 0.5
+    # the interval's lower end is exactly 1, so however large the ratio, the case is not slower.
+    base = np.ones(5)
+    slower = judge("case", base, np.array([1.0, 1.0, 2.0, 2.0, 2.0]), threshold=0.1, alpha=0.5)
+    assert (slower.ratio, slower.ci_low, slower.verdict) == (2.0, 1.0, "unchanged")
+    faster = judge("case", base, np.array([0.5, 0.5, 0.5, 1.0, 1.0]), threshold=0.1, alpha=0.5)
+    assert (faster.ratio, faster.ci_high, faster.verdict) == (0.5, 1.0, "unchanged")
+
+
+def test_a_p_value_equal_to_alpha_is_not_significant():
+    # three rounds each, fully separated: the exact two-sided U test gives p = 2/20 = 0.1
+    verdict = judge("case", np.array([1.0, 1.01, 1.02]), np.array([2.0, 2.01, 2.02]), threshold=0.1, alpha=0.1)
+    assert verdict.p_value == 0.1 and verdict.verdict == "unchanged"
+    assert judge("case", np.array([1.0, 1.01, 1.02]), np.array([2.0, 2.01, 2.02]), 0.1, 0.11).verdict == "slower"
+
+
+def test_the_markdown_table_exactly():
+    result = GateResult([Verdict("a", 0.002, 0.003, 1.5, 1.4, 1.6, 0.001, "slower"),
+                         Verdict("b", 0.010, 0.010, 1.0, 0.9, 1.1, 0.5, "unchanged")],
+                        new=["n1", "n2"], vanished=["v"], threshold=0.1, alpha=0.01)
+    assert result.markdown("base", "cand") == (
+        "### archbench gate: cand vs base\n"
+        "\n"
+        "1 slower, 0 faster, 1 unchanged of 2 cases (threshold 10%, alpha 0.01).\n"
+        "\n"
+        "| case | verdict | baseline median | candidate median | ratio | CI of ratio | p (U test) | resolution |\n"
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |\n"
+        "| `a` | slower | 2.000 ms | 3.000 ms | 1.500 | 1.400-1.600 | 0.001 | ±6.7% |\n"
+        "| `b` | unchanged | 10.000 ms | 10.000 ms | 1.000 | 0.900-1.100 | 0.5 | ±10.0% |\n"
+        "\n"
+        "New cases (not gated): `n1`, `n2`\n"
+        "\n"
+        "Vanished cases (not gated): `v`\n")
+
+
+def test_gate_reads_run_ids_under_the_reports_folder_and_lists_new_and_vanished(tmp_path):
+    for run, cases in (("base", {"a": rounds(seed=1), "gone": rounds()}), ("cand", {"a": rounds(seed=2),
+                                                                                     "fresh": rounds()})):
+        (tmp_path / run).mkdir()
+        benchmark_json(tmp_path / run / "benchmark.json", cases)
+    result = gate("base", "cand", alpha=0.02, reports_dir=tmp_path)
+    assert ([v.case for v in result.verdicts], result.new, result.vanished) == (["a"], ["fresh"], ["gone"])
+    assert (result.alpha, result.threshold) == (0.02, 0.05)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_alpha_must_lie_strictly_between_0_and_1(tmp_path, alpha):
+    good = benchmark_json(tmp_path / "good.json", {"a": rounds()})
+    with pytest.raises(RunError, match=f"^--alpha must be between 0 and 1, got {alpha}$"):
+        gate(str(good), str(good), alpha=alpha)
+
+
+def test_a_zero_threshold_is_allowed(tmp_path):
+    good = benchmark_json(tmp_path / "good.json", {"a": rounds()})
+    assert gate(str(good), str(good), threshold=0.0).threshold == 0.0
+
+
+def test_no_common_case_says_which_runs(tmp_path):
+    base = benchmark_json(tmp_path / "base.json", {"a": rounds()})
+    cand = benchmark_json(tmp_path / "cand.json", {"b": rounds()})
+    with pytest.raises(RunError, match=f"^{base} and {cand} share no benchmark: nothing to compare$"):
+        gate(str(base), str(cand))
