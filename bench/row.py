@@ -102,7 +102,6 @@ class Row:
 
     def record(self, run_id: str, timestamp: str) -> dict:
         """The row as results.csv holds it: COLUMNS in order, empty where a figure does not apply."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name not in ("environment", "rounds_s")}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(self.environment, **self.figures, run_id=run_id, timestamp=timestamp)
         return {column: values.get(column) for column in COLUMNS}

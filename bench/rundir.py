@@ -108,7 +108,7 @@ class RunWriter:
         if row.rounds_s:  # rounds first: a row in results.csv always has its rounds on disk
             self.write_json(self.run_dir.rounds_json(row.case_id),
                             {"case_id": row.case_id, "device": row.device, "rounds_s": list(row.rounds_s)})
-        atomic_write(self.run_dir.results_csv, pd.DataFrame(self.records, columns=COLUMNS).to_csv(index=False))
+        atomic_write(self.run_dir.results_csv, pd.DataFrame(self.records).to_csv(index=False))
 
     @staticmethod
     def write_json(path: Path, payload: dict) -> Path:
@@ -141,17 +141,18 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
         raise RunError(f"{csv}: unreadable CSV ({str(err).splitlines()[0]})") from None
     if frame.empty or "case_id" not in frame.columns:
         raise RunError(f"{csv}: no cases in it")
-    if "kind" not in frame.columns:  # a run written before rows had a kind: the micro-benchmark's model
-        frame["kind"] = np.where(frame["model"] == "attention", "attention", "model")  # was "attention"
+    written_before_kind = "kind" not in frame.columns
+    frame = frame.reindex(columns=[*COLUMNS, *(c for c in frame.columns if c not in COLUMNS)])  # every column
+    if written_before_kind:  # the micro-benchmark's rows then had "attention" as their model
+        frame["kind"] = np.where(frame["model"] == "attention", "attention", "model")
         frame["model"] = frame["model"].where(frame["kind"] == "model")
-    return frame.reindex(columns=[*COLUMNS, *(c for c in frame.columns if c not in COLUMNS)])  # every column
+    return frame
 
 
 def load_calibration(run_dir: Path) -> dict:
     """The machine's calibrated peaks saved with the run; empty when missing or unreadable."""
-    path = RunDir(run_dir).calibration_json
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        return json.loads(RunDir(run_dir).calibration_json.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 

@@ -22,6 +22,10 @@ def test_timing_stats_of_unsorted_even_skewed_rounds():
     assert stats["rounds"] == 4
 
 
+def test_two_rounds_have_a_sample_standard_deviation():
+    assert timing_stats([0.001, 0.003])["stddev_s"] == pytest.approx(math.sqrt(2) * 1e-3)
+
+
 def test_one_round_has_no_spread():
     assert timing_stats([0.5]) == {"median_s": 0.5, "iqr_s": 0.0, "min_s": 0.5, "mean_s": 0.5, "stddev_s": 0.0,
                                    "rounds": 1}

@@ -3,6 +3,8 @@ and the readers (report, compare, gate) on new folders, folders made before roun
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -144,3 +146,97 @@ def test_every_path_of_a_run_folder_is_named_in_one_place(tmp_path):
     assert names == {"results.csv", "benchmark.json", "calibration.json", "rounds/c.json", "traces/c/operators.csv",
                      "traces/c/breakdown.csv", "summary.md", "report.html", "plots", "tb"}
     assert run_dir.run_id == "r"
+
+
+def test_default_run_id_uses_the_short_host_name(monkeypatch):
+    monkeypatch.setattr(rundir.socket, "gethostname", lambda: "box.example.com")
+    assert re.fullmatch(r"\d{8}-\d{6}-box", default_run_id())
+
+
+def test_atomic_write_makes_missing_folders_and_a_hidden_temporary_beside_the_target(tmp_path, monkeypatch):
+    names = []
+
+    def spy(src, dst):
+        names.append(os.path.basename(src))
+        return os.rename(src, dst)
+
+    monkeypatch.setattr(rundir.os, "replace", spy)
+    atomic_write(tmp_path / "a" / "b" / "x.json", "{}")
+    assert (tmp_path / "a" / "b" / "x.json").read_text() == "{}"
+    # hidden, and not *.json: a write killed half-way is never read as a rounds file
+    assert names[0].startswith(".x.json.") and names[0].endswith(".tmp")
+
+
+def test_a_leftover_temporary_in_rounds_is_not_read(tmp_path):
+    run_dir = RunDir.create(tmp_path, "run", given=True)
+    RunWriter(run_dir).add(row("cnn-fwd-fp32-b8"))
+    (run_dir.rounds_dir / ".gru.json.abc123.tmp").write_text("{half")
+    assert list(load_rounds(run_dir.path)[0]) == ["cnn-fwd-fp32-b8"]
+
+
+def test_a_hundred_taken_folders_are_refused_in_one_line(tmp_path):
+    for name in ["run", *(f"run-{i}" for i in range(2, 101))]:
+        (tmp_path / name).mkdir()
+    with pytest.raises(RunError, match=f"^could not create a fresh run folder next to {tmp_path / 'run'}$"):
+        RunDir.create(tmp_path, "run", given=False)
+
+
+def test_a_run_folder_is_made_with_its_parents(tmp_path):
+    assert RunDir.create(tmp_path / "a" / "b", "r", given=True).path.is_dir()
+
+
+def test_rows_are_stamped_with_the_local_time(tmp_path):
+    writer = RunWriter(RunDir.create(tmp_path, "run", given=True))
+    writer.add(row("cnn-fwd-fp32-b8"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", writer.records[0]["timestamp"])
+
+
+def test_json_and_csv_helpers(tmp_path):
+    path = RunWriter.write_json(tmp_path / "p.json", {"where": Path("/x"), "n": 1})
+    assert json.loads(path.read_text()) == {"where": "/x", "n": 1}  # what JSON cannot hold, as text
+    csv = RunWriter.write_csv(tmp_path / "f.csv", pd.DataFrame({"a": [1, 2]}))
+    assert csv.read_text() == "a\n1\n2\n"  # no index column
+
+
+def results_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_results_keep_versions_as_text_and_read_a_csv_path_or_a_run_id(tmp_path):
+    csv = results_file(tmp_path / "r1" / "results.csv",
+                       "case_id,cuda,driver,git_commit\ncnn-fwd-fp32-b2,12.8,580.82,0123456\n")
+    for frame in (load_results("r1", reports_dir=tmp_path), load_results(csv)):
+        assert (frame.loc[0, "cuda"], frame.loc[0, "driver"], frame.loc[0, "git_commit"]) == ("12.8", "580.82",
+                                                                                               "0123456")
+        assert list(frame.columns[:len(COLUMNS)]) == COLUMNS  # every column, even those the file lacks
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("notes.txt", "case_id\nx\n", "notes.txt: not a run folder (no results.csv)"),
+    ("empty.csv", "", "empty.csv: unreadable CSV (No columns to parse from file)"),
+    ("header.csv", "case_id,status\n", "header.csv: no cases in it"),
+    ("other.csv", "a,b\n1,2\n", "other.csv: no cases in it"),
+])
+def test_unusable_results_say_which_file_and_why(tmp_path, name, text, message):
+    path = results_file(tmp_path / name, text)
+    with pytest.raises(RunError) as err:
+        load_results(path)
+    assert str(err.value) == f"{tmp_path}/{message}"
+
+
+def test_calibration_of_a_run_missing_or_damaged_is_empty(tmp_path):
+    run_dir = RunDir.create(tmp_path, "run", given=True)
+    assert rundir.load_calibration(run_dir.path) == {}
+    run_dir.calibration_json.write_text("{")
+    assert rundir.load_calibration(run_dir.path) == {}
+    run_dir.calibration_json.write_text('{"matmul_tflops": {"fp32": 1.5}}')
+    assert rundir.load_calibration(run_dir.path) == {"matmul_tflops": {"fp32": 1.5}}
+
+
+@pytest.mark.parametrize(("fullname", "short"), [
+    ("bench/test_models.py::test_model[cnn-fwd-fp32-b2]", "cnn-fwd-fp32-b2"),
+    ("tests/test_x.py::test_plain", "tests/test_x.py::test_plain"), ("t[a[1]]", "a[1]")])
+def test_short_name_is_the_parameter_of_a_benchmark(fullname, short):
+    assert rundir.short_name(fullname) == short
