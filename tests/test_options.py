@@ -108,3 +108,78 @@ def test_a_given_run_id_that_exists_is_refused_before_anything_runs(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(OptionError, match="--run-id: .*taken already exists; choose another run id"):
         options(run_id="taken", reports_dir=str(tmp_path))
+
+
+HELP = """\
+  --models=NAMES        models to benchmark. Comma-separated, or all. Valid: cnn, lstm, gru, encoder, decoder, resnet50,
+                        efficientnet_b0, convnext_tiny, vit_b_16. Default: all
+  --phases=NAMES        fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step.
+                        Comma-separated, or all. Valid: fwd, fwdbwd, step. Default: fwd,fwdbwd
+  --precisions=NAMES    fp32, or autocast to fp16 (with GradScaler) or bf16. Comma-separated, or all. Valid: fp32,
+                        amp_fp16, amp_bf16. Default: fp32,amp_bf16
+  --attn=NAMES          attention implementations; default naive,sdpa in the model sweep, all in the attention
+                        micro-benchmark. Comma-separated, or all. Valid: naive, sdpa, sdpa_flash, sdpa_efficient,
+                        sdpa_cudnn, sdpa_math, triton.
+  --batch-sizes=N,N     batch sizes for every model, comma-separated. Default: each model's own for --size
+  --device=DEVICE       auto (cuda if available, else cpu), cpu or cuda
+  --size=SIZE           quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512)
+  --run-id=RUN_ID       name of this run's folder under the reports dir. Default: timestamp-host
+  --reports-dir=REPORTS_DIR
+                        where run folders go. Default: reports/ in the working directory
+  --profile             after timing each case, profile it in a separate pass (torch.profiler) into
+                        reports/<run-id>/traces/<case-id>/ for TensorBoard
+  --profile-steps=N     active profiler steps per case, after 1 wait and 1 warm-up step. Default: 3
+  --profile-stacks      record Python stacks in the traces (slower)"""
+
+
+def test_pytest_help_lists_the_options_with_their_choices_and_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    assert pytest.main(["--help", "-p", "no:cacheprovider"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("archbench sweep (pytest bench --benchmark-only):\n", 1)[1].split("\n\n", 1)[0] == HELP
+
+
+def test_option_defaults_as_pytest_parses_them(capsys):
+    seen = {}
+
+    class Capture:
+        def pytest_configure(self, config):
+            seen.update({name: config.getoption(name) for name in DEFAULTS if not name.startswith("benchmark")})
+
+    pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_plotting.py"], plugins=[Capture()])
+    capsys.readouterr()
+    assert seen == {"models": "all", "phases": "fwd,fwdbwd", "precisions": "fp32,amp_bf16", "attn": None,
+                    "batch_sizes": None, "device": "auto", "size": "quick", "run_id": None, "reports_dir": None,
+                    "profile": False, "profile_steps": 3, "profile_stacks": False}
+
+
+def test_batch_size_1_is_valid():
+    assert parse_batch_sizes("1") == [1]
+
+
+def test_auto_picks_cuda_where_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda") == torch.device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_cuda_without_a_gpu_is_one_exact_line():
+    with pytest.raises(OptionError) as err:
+        resolve_device("cuda")
+    assert str(err.value) == "--device cuda: no CUDA device is available here; use --device cpu or auto"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"models": "alexnet"}, "--models: unknown name 'alexnet'; valid names: "),
+    ({"size": "huge"}, "--size: unknown value 'huge'; valid values: quick, full"),
+    ({"profile_steps": 0}, "--profile-steps: expected a positive integer, got 0"),
+])
+def test_sweep_options_name_the_bad_option(values, message):
+    with pytest.raises(OptionError) as err:
+        options(**values)
+    assert str(err.value).startswith(message)
+
+
+def test_device_and_profile_switches_reach_the_options():
+    opts = options(profile_stacks=True)
+    assert opts.device == torch.device("cpu") and opts.profile_stacks is True and opts.profile is False
