@@ -92,7 +92,7 @@ class Session:
             return []
         counts = Counter(row.status for row in self.writer.rows)
         tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        return [f"{len(self.writer.rows)} cases ({tally}) -> {self.run_dir.path}", self.report_line]
+        return [f"{len(self.writer.rows)} cases ({tally}) -> {self.run_dir.path}", *filter(None, [self.report_line])]
 
 
 def outcome(row: Row) -> None:

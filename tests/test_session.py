@@ -17,9 +17,27 @@ CALIBRATION = {"matmul_tflops": {"fp32": 0.5, "bf16": 2.0}}
 
 
 def make_session(tmp_path, **changes) -> Session:
+    options = {"cases": (), "attention_cases": (), "device": torch.device("cpu"), "run_id": "run",
+               "run_id_given": True, "reports_dir": tmp_path, "max_time": 0.01, "min_rounds": 3}
+    return Session(SweepOptions(**{**options, **changes}), calibration=CALIBRATION)
+
+
+def test_the_session_times_as_the_options_say_and_calibrates_the_device(tmp_path, monkeypatch):
+    devices = []
+    monkeypatch.setattr(session_module.calibrate, "load_or_measure", lambda device: devices.append(device) or {})
     options = SweepOptions(cases=(), attention_cases=(), device=torch.device("cpu"), run_id="run", run_id_given=True,
-                           reports_dir=tmp_path, max_time=0.01, min_rounds=3, **changes)
-    return Session(options, calibration=CALIBRATION)
+                           reports_dir=tmp_path, max_time=0.25, min_rounds=7)
+    run = Session(options)
+    assert (run.settings.device, run.settings.max_time, run.settings.min_rounds) == (torch.device("cpu"), 0.25, 7)
+    assert devices == [torch.device("cpu")] and run.calibration == {}
+
+
+def test_a_default_run_id_that_exists_gets_a_suffix(tmp_path):
+    (tmp_path / "run").mkdir()
+    run = make_session(tmp_path, run_id_given=False)
+    run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
+    assert run.run_dir.path == tmp_path / "run-2"
+    assert run.summary() == [f"1 cases (1 skipped) -> {tmp_path / 'run-2'}"]  # no report line before the end
 
 
 def test_a_session_that_runs_nothing_leaves_no_folder(tmp_path):
@@ -77,6 +95,28 @@ def test_a_profiled_case_gets_its_trace_tables_and_attention_share(tmp_path, ben
     assert list(trace.glob("*.pt.trace.json"))
 
 
+def test_profile_options_reach_the_profiler_and_a_breakdown_without_attention_is_0(tmp_path, benchmark,
+                                                                                   monkeypatch):
+    calls = []
+
+    def fake(case, device, trace_dir, steps, stacks):
+        calls.append((case.id, device.type, trace_dir, steps, stacks))
+        frame = pd.DataFrame({"category": ["matmul/conv"], "self_us": [1.0], "share": [1.0]})
+        return frame, frame
+
+    monkeypatch.setattr(session_module, "profile_case", fake)
+    run = make_session(tmp_path, profile=True, profile_steps=2, profile_stacks=True)
+    row = run.run(Case("cnn", "fwd", "fp32", 2), benchmark)
+    assert calls == [("cnn-fwd-fp32-b2", "cpu", tmp_path / "run" / "traces" / "cnn-fwd-fp32-b2", 2, True)]
+    assert row.attention_share == 0.0
+
+
+def test_without_profile_no_case_is_profiled(tmp_path, benchmark, monkeypatch):
+    monkeypatch.setattr(session_module, "profile_case", lambda *args: pytest.fail("profiled"))
+    assert make_session(tmp_path).run(Case("cnn", "fwd", "fp32", 2), benchmark).attention_share is None
+    assert not (tmp_path / "run" / "traces").exists()
+
+
 def test_a_profiler_failure_keeps_the_timing(tmp_path, benchmark, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("profiler busy\nmore")
@@ -87,10 +127,20 @@ def test_a_profiler_failure_keeps_the_timing(tmp_path, benchmark, monkeypatch):
     assert pd.read_csv(tmp_path / "run" / "results.csv").loc[0, "profile_error"] == "RuntimeError: profiler busy"
 
 
+def test_a_long_profiler_error_is_cut_to_200_characters(tmp_path, benchmark, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("x" * 300)
+
+    monkeypatch.setattr(session_module, "profile_case", broken)
+    row = make_session(tmp_path, profile=True).run(Case("cnn", "fwd", "fp32", 2), benchmark)
+    assert row.profile_error == "RuntimeError: " + "x" * 200
+
+
 @pytest.mark.parametrize(("status", "raised"), [("error", pytest.fail.Exception), ("oom", pytest.skip.Exception),
                                                  ("skipped", pytest.skip.Exception)])
 def test_outcome_fails_errors_and_skips_what_did_not_run(status, raised):
     row = Row("x", "model", "fwd", "fp32", 1, "cpu", status=status, reason="why")
-    with pytest.raises(raised, match="why"):
+    with pytest.raises(BaseException) as err:  # a skip raised in place of a failure would skip this test
         outcome(row)
+    assert type(err.value) is raised and str(err.value) == ("why" if status == "error" else f"{status}: why")
     outcome(row.but(status="ok"))  # an ok row passes
