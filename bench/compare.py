@@ -62,9 +62,9 @@ def model_summary(lined: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return np.exp(np.log(lined[columns]).groupby(group, sort=False).mean())
 
 
-def _plot(summary: pd.DataFrame, labels: list[str], path: Path) -> None:
-    """Grouped bars of the per-model summary, raw and peak-normalised, per run."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
+def plot_summary(summary: pd.DataFrame, labels: list[str]) -> plt.Figure:
+    """Grouped bars of the per-model summary, raw and peak-normalised, a bar per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     models = list(summary.index)
     x = np.arange(len(models))
     width = 0.8 / len(labels)
@@ -76,7 +76,7 @@ def _plot(summary: pd.DataFrame, labels: list[str], path: Path) -> None:
         ax.set_title("throughput vs first run" + (" / peak ratio" if "peak" in what else ""))
         ax.set_ylabel("ratio (geometric mean over cases)")
     axes[0].legend(fontsize=8)
-    save(fig, path, dpi=110)
+    return fig
 
 
 def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
@@ -85,19 +85,18 @@ def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
     ids = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", resolve(run, reports_dir).name) for run in runs)
     out = reports_dir / f"compare-{ids}"
     out.mkdir(parents=True, exist_ok=True)  # derived files: regenerated identically from the runs
-    summary = model_summary(lined, labels).reset_index()
-    _plot(summary.set_index("model"), labels, out / "compare.png")
+    summary = model_summary(lined, labels)
+    save(plot_summary(summary, labels), out / "compare.png", dpi=110)
     runs_line = "; ".join(labels) + f". {len(lined)} cases ran ok in every run."
     missing_line = "Missing or not ok in some run: " + ", ".join(missing) if missing else ""
-    atomic_write(out / "compare.md", "\n\n".join([
-        "# archbench compare", f"Runs: {runs_line}",
-        "Geometric mean of the ratios per model:", summary.to_markdown(index=False, floatfmt=".3g"),
-        "Every case:", lined.to_markdown(index=False, floatfmt=".3g"),
-        missing_line, "![throughput ratios](compare.png)"]) + "\n")
+    tables = [("Geometric mean of the ratios per model", summary.reset_index()), ("Every case", lined)]
+    markdown = ["# archbench compare", f"Runs: {runs_line}"]
+    for title, table in tables:
+        markdown += [f"{title}:", table.to_markdown(index=False, floatfmt=".3g")]
+    atomic_write(out / "compare.md", "\n\n".join([*markdown, missing_line, "![throughput ratios](compare.png)"]) + "\n")
     atomic_write(out / "compare.html", "<html><head><meta charset='utf-8'><title>archbench compare</title></head>"
                  f"<body><h1>archbench compare</h1><p>Runs: {html.escape(runs_line)}</p>"
-                 "<h2>Geometric mean of the ratios per model</h2>"
-                 + summary.to_html(index=False, float_format=lambda v: f"{v:.3g}")
-                 + "<h2>Every case</h2>" + lined.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+                 + "".join(f"<h2>{title}</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+                           for title, table in tables)
                  + f"<p>{html.escape(missing_line)}</p><img src='compare.png' alt='throughput ratios'></body></html>")
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.compare import line_up, model_summary, write_comparison
+from bench.compare import line_up, model_summary, plot_summary, write_comparison
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +53,47 @@ def test_comparison_files_are_written(two_runs):
     assert out == two_runs / "compare-h100-h200"
     assert {p.name for p in out.iterdir()} == {"compare.md", "compare.html", "compare.png"}
     markdown = (out / "compare.md").read_text()
-    assert "cnn-fwd-amp_bf16-b8" in markdown
-    assert "Missing or not ok in some run: gru-fwd-amp_bf16-b8, vit_b_16-fwd-amp_bf16-b8" in markdown
+    blocks = markdown.split("\n\n")
+    assert blocks[:3] == ["# archbench compare", "Runs: h100 (NVIDIA H100); h200 (NVIDIA H200). 2 cases ran ok in "
+                          "every run.", "Geometric mean of the ratios per model:"]
+    summary = blocks[3].splitlines()
+    assert summary[0].split("|")[1].strip() == "model" and len(summary) == 4  # header, rule, cnn, resnet50
+    assert [c.strip() for c in summary[2].split("|")[1:-1]] == ["cnn", "1", "1", "1.5", "1.2"]
+    assert blocks[4] == "Every case:" and "| cnn-fwd-amp_bf16-b8      |" in blocks[5]
+    assert blocks[6:] == ["Missing or not ok in some run: gru-fwd-amp_bf16-b8, vit_b_16-fwd-amp_bf16-b8",
+                          "![throughput ratios](compare.png)\n"]
+    page = (out / "compare.html").read_text()
+    assert page.index("<h2>Geometric mean of the ratios per model</h2>") < page.index("<h2>Every case</h2>")
+    assert page.count("<table") == 2 and "<td>1.5</td>" in page and "<td>0</td>" not in page  # no index column
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_comparison_is_regenerated_in_place_and_its_folder_made_where_asked(two_runs, tmp_path):
+    runs = [str(two_runs / "h100"), str(two_runs / "h200")]
+    elsewhere = tmp_path / "new" / "reports"
+    assert write_comparison(runs, reports_dir=elsewhere) == elsewhere / "compare-h100-h200"
+    assert write_comparison(runs, reports_dir=elsewhere) == elsewhere / "compare-h100-h200"  # again: same place
+    (two_runs / "h100").rename(two_runs / "my run")
+    assert write_comparison([str(two_runs / "my run"), runs[1]], reports_dir=elsewhere).name == "compare-my_run-h200"
+
+
+def test_the_plot_shows_the_summary_a_bar_per_run_and_model(two_runs):
+    lined, labels, _ = line_up(["h100", "h200"], reports_dir=two_runs)
+    summary = model_summary(lined, labels)
+    fig = plot_summary(summary, labels)
+    raw, per_peak = fig.axes
+    for ax, what in ((raw, "x first"), (per_peak, "x first / peak")):
+        heights = [patch.get_height() for patch in ax.patches]
+        assert heights == pytest.approx([*summary[f"{what} | {labels[0]}"], *summary[f"{what} | {labels[1]}"]])
+        lefts = [patch.get_x() + patch.get_width() / 2 for patch in ax.patches]
+        assert lefts == pytest.approx([0.0, 1.0, 0.4, 1.4])  # runs side by side within each model
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["cnn", "resnet50"]
+        assert [t.get_position()[0] for t in ax.get_xticklabels()] == pytest.approx([0.2, 1.2])
+        assert ax.get_ylabel() == "ratio (geometric mean over cases)"
+        assert [tuple(line.get_ydata()) for line in ax.get_lines()] == [(1.0, 1.0)]  # the line at 1
+    assert raw.get_title() == "throughput vs first run"
+    assert per_peak.get_title() == "throughput vs first run / peak ratio"
+    assert [t.get_text() for t in raw.get_legend().get_texts()] == labels and per_peak.get_legend() is None
 
 
 @pytest.mark.parametrize(("runs", "message"), [
@@ -64,14 +102,45 @@ def test_comparison_files_are_written(two_runs):
     (["h100", "nowhere"], "nowhere: no such run folder"),
 ])
 def test_bad_run_lists_are_refused(two_runs, runs, message):
-    with pytest.raises(RunError, match=message):
+    with pytest.raises(RunError, match=f"^{message}"):
         line_up(runs, reports_dir=two_runs)
 
 
 def test_runs_with_nothing_in_common_are_refused(two_runs):
     fixture_run(two_runs, "other", "CPU", {"lstm-fwd-amp_bf16-b8": 10.0}, bf16_peak=1.0)
-    with pytest.raises(RunError, match="share no case that ran ok in all of them"):
+    with pytest.raises(RunError, match="^the runs share no case that ran ok in all of them: nothing to compare$"):
         line_up(["h100", "other"], reports_dir=two_runs)
+
+
+def test_cases_missing_from_a_later_run_are_listed_and_figures_kept(two_runs):
+    fixture_run(two_runs, "short", "NVIDIA L4", {"cnn-fwd-amp_bf16-b8": 500.0}, bf16_peak=100.0)
+    lined, labels, missing = line_up(["h100", "short"], reports_dir=two_runs)
+    assert labels[1] == "short (NVIDIA L4)"
+    assert missing == ["resnet50-fwd-amp_bf16-b8", "vit_b_16-fwd-amp_bf16-b8"]  # the first run's, too
+    assert list(lined["samples/s | short (NVIDIA L4)"]) == [500.0]
+
+
+def test_a_run_without_a_device_name_is_labelled_with_a_question_mark(two_runs):
+    run = two_runs / "anon"
+    run.mkdir()
+    pd.DataFrame([{"case_id": "cnn-fwd-amp_bf16-b8", "kind": "model", "model": "cnn", "phase": "fwd",
+                   "precision": "amp_bf16", "batch": 8, "status": "ok", "median_s": 0.01, "samples_per_s": 800.0}]
+                 ).to_csv(run / "results.csv", index=False)
+    assert line_up(["h100", "anon"], reports_dir=two_runs)[1][1] == "anon (?)"
+
+
+def test_the_micro_benchmark_is_one_group_of_the_summary(tmp_path):
+    for run, sps in (("a", 100.0), ("b", 300.0)):
+        fixture_run(tmp_path, run, run.upper(), {"cnn-fwd-amp_bf16-b8": sps}, bf16_peak=1.0)
+        frame = pd.read_csv(tmp_path / run / "results.csv")
+        frame.loc[len(frame)] = {"case_id": "attn-fwd-bf16-full-d64-s128-sdpa", "kind": "attention",
+                                 "precision": "bf16", "batch": 2, "device_name": run.upper(), "status": "ok",
+                                 "median_s": 1.0, "samples_per_s": sps / 50}
+        frame.to_csv(tmp_path / run / "results.csv", index=False)
+    lined, labels, _ = line_up(["a", "b"], reports_dir=tmp_path)
+    summary = model_summary(lined, labels)
+    assert list(summary.index) == ["attention", "cnn"]
+    assert list(summary["x first | b (B)"]) == pytest.approx([3.0, 3.0])
 
 
 def test_an_empty_run_folder_is_refused(two_runs):
