@@ -48,7 +48,7 @@ MUTANTS = [
     ("forward: running sum not rescaled", "l_i = l_i * alpha + tl.sum(p, 1)", "l_i = l_i + tl.sum(p, 1)"),
     ("dk/dv: causal mask strict", "tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)",
      "tl.where(offs_m[None, :] > offs_n[:, None], p_t, 0.0)"),
-    ("dk/dv: causal mask dropped", "            p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)\n", ""),
+    ("dk/dv: causal mask dropped", "p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)", "p_t = p_t"),
     ("dk/dv: diagonal blocks end at BLOCK_M", "diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)",
      "diag_hi = tl.minimum(start_n + BLOCK_M, seqlen_q)"),
     ("dk/dv: unmasked queries start at the key block", "unmasked_lo = start_n + BLOCK_N", "unmasked_lo = start_n"),
@@ -60,6 +60,7 @@ MUTANTS = [
     ("dk/dv: delta ignored", "ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t * dp_t"),
     ("dq: causal mask strict", "tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)",
      "tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)"),
+    ("dq: causal mask dropped", "p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)", "p = p"),
     ("dq: dQ not scaled", "(dq * sm_scale).to(DQ.dtype.element_ty)", "dq.to(DQ.dtype.element_ty)"),
     ("dq: probabilities unscaled", "tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse",
      "tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) - lse"),
@@ -70,8 +71,6 @@ MUTANTS = [
     ("wrapper: backward ignores sm_scale", "ctx.sm_scale * LOG2E, ctx.sm_scale)",
      "LOG2E / math.sqrt(head_dim), 1 / math.sqrt(head_dim))"),
     ("wrapper: default scale 1/d", "1.0 / math.sqrt(q.shape[-1])", "1.0 / q.shape[-1]"),
-    ("wrapper: head dim padded to 8", "padded = max(16, triton.next_power_of_2(head_dim))",
-     "padded = max(8, triton.next_power_of_2(head_dim))"),
 ]
 
 
