@@ -110,7 +110,7 @@ def _log2_ticks(ax, values: pd.Series) -> None:
     ax.minorticks_off()
 
 
-def plot_by_batch(ok: pd.DataFrame, value: str, ylabel: str, path: Path) -> Path | None:
+def plot_by_batch(ok: pd.DataFrame, value: str, ylabel: str) -> plt.Figure | None:
     """One panel per model: a line per phase and precision [attention] over batch size."""
     models = ok[ok["kind"] == "model"]
     if models.empty:
@@ -126,10 +126,10 @@ def plot_by_batch(ok: pd.DataFrame, value: str, ylabel: str, path: Path) -> Path
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=6)
-    return save(fig, path)
+    return fig
 
 
-def plot_attention(ok: pd.DataFrame, path: Path) -> Path | None:
+def plot_attention(ok: pd.DataFrame) -> plt.Figure | None:
     """Micro-benchmark TFLOP/s over sequence length, a line per implementation, a panel per shape."""
     micro = ok[ok["kind"] == "attention"]
     if micro.empty:
@@ -146,7 +146,7 @@ def plot_attention(ok: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("sequence length")
         ax.set_ylabel("TFLOP/s")
         ax.legend(fontsize=6)
-    return save(fig, path)
+    return fig
 
 
 def profile_breakdowns(run_dir: Path) -> pd.DataFrame:
@@ -159,14 +159,15 @@ def profile_breakdowns(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def plot_breakdowns(breakdowns: pd.DataFrame, path: Path) -> Path | None:
+def plot_breakdowns(breakdowns: pd.DataFrame) -> plt.Figure | None:
+    """A stacked bar of category shares per profiled case."""
     if breakdowns.empty:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(breakdowns) + 1.5))
     breakdowns.mul(100).plot.barh(stacked=True, ax=ax)
     ax.set_xlabel("% of profiled self time")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save(fig, path)
+    return fig
 
 
 def log_scalars(ok: pd.DataFrame, tb_dir: Path) -> None:
@@ -204,6 +205,10 @@ img{max-width:100%;display:block;margin:1em 0}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666}"""
 
 
+def _saved(fig: plt.Figure | None, path: Path) -> Path | None:
+    return None if fig is None else save(fig, path)
+
+
 @dataclass(frozen=True)
 class Section:
     """A report section: a heading, a table (may be empty) and a plot (may be None)."""
@@ -216,14 +221,14 @@ class Section:
 def throughput_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
     """A samples/s table per model, the throughput plot under the last."""
     tables = list(throughput_tables(ok).items())
-    plot = plot_by_batch(ok, "samples_per_s", "samples/s", plots / "throughput_vs_batch.png")
+    plot = _saved(plot_by_batch(ok, "samples_per_s", "samples/s"), plots / "throughput_vs_batch.png")
     return [Section(f"Throughput: {model} (samples/s)", table.reset_index(), plot if i == len(tables) - 1 else None)
             for i, (model, table) in enumerate(tables)]
 
 
 def memory_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
-    plot = plot_by_batch(ok.assign(peak_mem_mib=ok["peak_mem_bytes"] / 2**20), "peak_mem_mib", "peak memory (MiB)",
-                         plots / "memory_vs_batch.png")
+    plot = _saved(plot_by_batch(ok.assign(peak_mem_mib=ok["peak_mem_bytes"] / 2**20), "peak_mem_mib",
+                                "peak memory (MiB)"), plots / "memory_vs_batch.png")
     return [Section("Peak memory", pd.DataFrame(), plot)] if plot else []
 
 
@@ -231,7 +236,7 @@ def speedup_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
     return [
         Section("AMP speed-up over fp32", amp_speedups(ok)),
         Section("Attention implementations: time, TFLOP/s and speed-up over naive", attention_speedups(ok),
-                plot_attention(ok, plots / "attention_tflops_vs_seqlen.png")),
+                _saved(plot_attention(ok), plots / "attention_tflops_vs_seqlen.png")),
     ]
 
 
@@ -239,7 +244,7 @@ def profile_sections(run_dir: Path, plots: Path) -> list[Section]:
     breakdowns = profile_breakdowns(run_dir)
     table = breakdowns.mul(100).round(1).reset_index(names="case") if len(breakdowns) else breakdowns
     return [Section("Profile breakdown (% of self time)", table,
-                    plot_breakdowns(breakdowns, plots / "profile_breakdown.png"))]
+                    _saved(plot_breakdowns(breakdowns), plots / "profile_breakdown.png"))]
 
 
 def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:

@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import write_report
+from bench.report import (
+    _figure_grid,
+    amp_speedups,
+    attention_speedups,
+    plot_attention,
+    plot_breakdowns,
+    plot_by_batch,
+    throughput_tables,
+    write_report,
+)
 
 # case id -> raw rounds; the medians are 12, 25, 6, 20, 10, 4 and 1 ms. The b16 rounds are unsorted and even
 # in number: their median is 25 ms, which neither the middle element nor the middle pair of the list gives.
@@ -127,3 +136,79 @@ def test_headline_figures_are_logged_as_tensorboard_scalars(run_dir):
     assert "cnn-fwd-fp32-b8/samples_per_s" in tags and len(tags) == 3 * len(ROUNDS)
     value = events.Scalars("cnn-fwd-fp32-b8/samples_per_s")[0].value
     assert value == pytest.approx(8 / np.median(ROUNDS["cnn-fwd-fp32-b8"]), rel=1e-5)
+
+
+def model_rows() -> pd.DataFrame:
+    """Ok rows of two models, batches out of order, as recompute leaves them."""
+    return pd.DataFrame([
+        {"case_id": "cnn-fwd-fp32-b32", "kind": "model", "model": "cnn", "phase": "fwd", "precision": "fp32",
+         "batch": 32, "attention": None, "samples_per_s": 300.0},
+        {"case_id": "cnn-fwd-fp32-b8", "kind": "model", "model": "cnn", "phase": "fwd", "precision": "fp32",
+         "batch": 8, "attention": None, "samples_per_s": 100.0},
+        {"case_id": "encoder-fwd-fp32-b4-sdpa", "kind": "model", "model": "encoder", "phase": "fwd",
+         "precision": "fp32", "batch": 4, "attention": "sdpa", "samples_per_s": 50.0},
+        {"case_id": "attn-fwd-bf16-full-d64-s256-sdpa", "kind": "attention", "model": None, "phase": "fwd",
+         "precision": "bf16", "batch": 2, "attention": "sdpa", "seqlen": 256, "head_dim": 64, "causal": False,
+         "tflops": 2.0, "samples_per_s": 9.0},
+        {"case_id": "attn-fwd-bf16-full-d64-s128-sdpa", "kind": "attention", "model": None, "phase": "fwd",
+         "precision": "bf16", "batch": 2, "attention": "sdpa", "seqlen": 128, "head_dim": 64, "causal": False,
+         "tflops": 1.0, "samples_per_s": 9.0},
+        {"case_id": "attn-fwd-bf16-causal-d64-s128-naive", "kind": "attention", "model": None, "phase": "fwd",
+         "precision": "bf16", "batch": 2, "attention": "naive", "seqlen": 128, "head_dim": 64, "causal": True,
+         "tflops": 0.5, "samples_per_s": 9.0},
+    ])
+
+
+def lines_of(ax) -> dict[str, tuple[list, list]]:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+def test_throughput_plot_has_a_panel_per_model_and_a_line_per_config_over_sorted_batches():
+    fig = plot_by_batch(model_rows(), "samples_per_s", "samples/s")
+    cnn, encoder, *hidden = fig.axes
+    assert [ax.get_title() for ax in (cnn, encoder)] == ["cnn", "encoder"] and not any(a.get_visible() for a in hidden)
+    assert lines_of(cnn) == {"fwd fp32": ([8, 32], [100.0, 300.0])}
+    assert lines_of(encoder) == {"fwd fp32 sdpa": ([4], [50.0])}
+    assert (cnn.get_xscale(), [t.get_text() for t in cnn.get_xticklabels()]) == ("log", ["8", "32"])
+    assert (cnn.get_xlabel(), cnn.get_ylabel()) == ("batch size", "samples/s")
+    assert [t.get_text() for t in cnn.get_legend().get_texts()] == ["fwd fp32"]
+    assert plot_by_batch(model_rows().query("kind == 'attention'"), "samples_per_s", "samples/s") is None
+
+
+def test_attention_plot_has_a_panel_per_shape_and_a_line_per_implementation():
+    fig = plot_attention(model_rows())
+    full, causal, *hidden = fig.axes
+    assert [ax.get_title() for ax in (full, causal)] == ["fwd bf16 full d64", "fwd bf16 causal d64"]
+    assert lines_of(full) == {"sdpa": ([128, 256], [1.0, 2.0])} and lines_of(causal) == {"naive": ([128], [0.5])}
+    assert (full.get_xlabel(), full.get_ylabel(), full.get_xscale()) == ("sequence length", "TFLOP/s", "log")
+    assert [t.get_text() for t in full.get_xticklabels()] == ["128", "256"]
+    assert not any(ax.get_visible() for ax in hidden)
+    assert plot_attention(model_rows().query("kind == 'model'")) is None
+
+
+def test_a_grid_of_five_panels_is_two_rows_of_four():
+    fig, axes = _figure_grid(5)
+    assert len(axes) == 8 and [ax.get_visible() for ax in axes] == [True] * 5 + [False] * 3
+    assert tuple(fig.get_size_inches()) == pytest.approx((4 * 4.2, 2 * 3.2))
+
+
+def test_breakdown_plot_stacks_each_case_s_shares_in_percent():
+    breakdowns = pd.DataFrame({"attention": [0.25, 0.5], "matmul/conv": [0.75, 0.5]}, index=["a", "b"])
+    ax = plot_breakdowns(breakdowns).axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([25.0, 50.0, 75.0, 50.0])
+    assert [p.get_x() for p in ax.patches] == pytest.approx([0.0, 0.0, 25.0, 50.0])  # stacked
+    assert ax.get_xlabel() == "% of profiled self time"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["attention", "matmul/conv"]
+    assert plot_breakdowns(pd.DataFrame()) is None
+
+
+def test_throughput_table_columns_are_batches_in_order_of_appearance():
+    tables = throughput_tables(model_rows())
+    assert list(tables) == ["cnn", "encoder"]
+    assert list(tables["cnn"].columns) == ["b32 samples/s", "b8 samples/s"]
+    assert tables["encoder"].loc[("fwd", "fp32 sdpa"), "b4 samples/s"] == 50.0
+
+
+def test_no_amp_or_attention_rows_give_empty_tables():
+    fp32_only = model_rows().query("kind == 'model' and attention.isna()")
+    assert amp_speedups(fp32_only).empty and attention_speedups(fp32_only).empty
