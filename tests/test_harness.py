@@ -6,8 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from bench.cases import Case
-from bench.harness import PeakMemory, Settings, Workload, count_flops, make_step, measure, run_case
+from bench.cases import AttentionCase, Case
+from bench.harness import (
+    PeakMemory,
+    Settings,
+    Workload,
+    attention_workload,
+    count_flops,
+    is_oom,
+    make_step,
+    measure,
+    run_case,
+)
 from bench.models import MODELS
 from bench.models.cnn import SimpleCNN
 from bench.models.rnn import SentimentRNN, recurrent_flops
@@ -178,3 +188,67 @@ def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
     # 0.1 s of rounds of at least 2 ms: at most 50, and well above min_rounds unless the machine stalls
     assert 5 <= len(row["rounds_s"]) <= 50 and len(calls) == len(row["rounds_s"]) + 2
     assert all(r >= 0.002 for r in row["rounds_s"])
+
+
+CNN_PER_IMAGE = (conv_flops(3, 32, 32) + conv_flops(32, 32, 32) + conv_flops(32, 64, 16) + conv_flops(64, 64, 16)
+                 + 2 * 4096 * 512 + 2 * 512 * 10)
+
+
+@pytest.mark.parametrize(("phase", "flops"), [
+    ("fwd", 2 * CNN_PER_IMAGE),
+    ("fwdbwd", 3 * 2 * CNN_PER_IMAGE - 2 * conv_flops(3, 32, 32)),  # no input gradient of the first conv
+])
+def test_a_model_case_row_carries_its_hand_counted_flops(benchmark, phase, flops):
+    row = run_case(Case("cnn", phase, "fp32", 2), benchmark, FAST)
+    assert (row.status, row.flops, row.batch_tokens, row.kind) == ("ok", flops, None, "model")
+    assert row.environment["torch"] == torch.__version__ and row.peak_mem_bytes > 0
+
+
+def test_an_rnn_case_row_counts_its_recurrence_analytically(benchmark):
+    row = run_case(Case("gru", "fwdbwd", "fp32", 3), benchmark, FAST)
+    model = SentimentRNN("gru")
+    batch = MODELS["gru"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
+    assert row.flops == 3 * recurrent_flops(model, batch)["rnn"] + 3 * 2 * 3 * 512 * 2
+    assert row.batch_tokens == batch.tokens
+
+
+@pytest.mark.parametrize(("phase", "causal", "factor"), [("fwd", False, 1.0), ("fwdbwd", True, 3.5 / 2)])
+def test_an_attention_case_row_counts_flashattention_flops_and_tokens(benchmark, phase, causal, factor):
+    case = AttentionCase("sdpa", phase, "bf16", 32, 16, causal, 2, 3)
+    row = run_case(case, benchmark, FAST)
+    assert (row.status, row.kind, row.model, row.seqlen, row.head_dim) == ("ok", "attention", None, 32, 16)
+    assert row.flops == int(4 * 2 * 3 * 32 * 32 * 16 * factor)
+    assert row.batch_tokens == 2 * 32 and len(row.rounds_s) >= 2
+
+
+def test_the_attention_backward_reaches_every_input():
+    work = attention_workload(AttentionCase("naive", "fwdbwd", "bf16", 8, 16, False, 1, 2), CPU)
+    work.step()
+    closure = dict(zip(work.step.__code__.co_freevars, (c.cell_contents for c in work.step.__closure__),
+                       strict=True))
+    grads = [t.grad for t in closure["leaves"]]
+    assert all(g is not None and g.dtype == torch.bfloat16 and g.abs().sum() > 0 for g in grads)
+
+
+def test_the_forward_phase_runs_in_inference_mode_and_fwdbwd_frees_old_gradients():
+    spec = MODELS["cnn"]
+    model = spec.build("quick", None)
+    batch = spec.batch("quick", 2, CPU, torch.Generator().manual_seed(0))
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(torch.is_inference_mode_enabled()))
+    make_step("fwd", model, batch, spec, PRECISIONS["fp32"], CPU)()
+    assert seen == [True] and not model.training
+    fwdbwd = make_step("fwdbwd", model, batch, spec, PRECISIONS["fp32"], CPU)
+    torch.manual_seed(0)  # the same dropout masks both times
+    fwdbwd()
+    first = model.features[0].weight.grad.clone()
+    torch.manual_seed(0)
+    fwdbwd()
+    torch.testing.assert_close(model.features[0].weight.grad, first)  # zeroed, not accumulated
+    assert seen[1:] == [False, False] and model.training
+
+
+def test_oom_detection():
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"))
+    assert not is_oom(RuntimeError("shape mismatch")) and not is_oom(ValueError("can't allocate memory"))
