@@ -199,6 +199,8 @@ def test_bootstrap_interval_by_hand():
     # probability 7/27 each, 2 with 13/27: its 30 % and 70 % quantiles are 2, its 20 % and 80 % are 1 and 3.
     assert ratio_interval(np.ones(5), np.array([1.0, 2.0, 3.0]), alpha=0.6) == (2.0, 2.0)
     assert ratio_interval(np.ones(5), np.array([1.0, 2.0, 3.0]), alpha=0.4) == (1.0, 3.0)
+    # and the baseline resampled the same way: the ratio is 1/3, 1/2 or 1
+    assert ratio_interval(np.array([1.0, 2.0, 3.0]), np.ones(5), alpha=0.4) == pytest.approx((1 / 3, 1.0))
 
 
 def test_bootstrap_interval_is_reproducible_and_brackets_the_ratio():
