@@ -11,6 +11,7 @@ from bench import session as session_module
 from bench.cases import Case
 from bench.options import SweepOptions
 from bench.row import Row
+from bench.rundir import RunError
 from bench.session import Session, outcome
 
 CALIBRATION = {"matmul_tflops": {"fp32": 0.5, "bf16": 2.0}}
@@ -147,3 +148,10 @@ def test_outcome_fails_errors_and_skips_what_did_not_run(status, raised):
         outcome(row.but(status="ok"))  # an ok row passes
     except BaseException as err:  # a skip here would otherwise skip this test instead of failing it
         pytest.fail(f"an ok row raised {err!r}")
+
+
+def test_a_given_run_id_taken_after_the_options_were_read_is_still_refused(tmp_path):
+    run = make_session(tmp_path)
+    (tmp_path / "run").mkdir()  # another sweep got there first
+    with pytest.raises(RunError, match="--run-id: .*run already exists; choose another run id"):
+        run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
