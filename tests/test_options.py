@@ -183,3 +183,16 @@ def test_sweep_options_name_the_bad_option(values, message):
 def test_device_and_profile_switches_reach_the_options():
     opts = options(profile_stacks=True)
     assert opts.device == torch.device("cpu") and opts.profile_stacks is True and opts.profile is False
+
+
+def test_profile_steps_parse_as_a_number(capsys):
+    seen = {}
+
+    class Capture:
+        def pytest_configure(self, config):
+            seen["steps"] = config.getoption("profile_steps")
+
+    pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--profile-steps", "2", "tests/test_plotting.py"],
+                plugins=[Capture()])
+    capsys.readouterr()
+    assert seen == {"steps": 2}
