@@ -240,3 +240,16 @@ def test_calibration_of_a_run_missing_or_damaged_is_empty(tmp_path):
     ("tests/test_x.py::test_plain", "tests/test_x.py::test_plain"), ("t[a[1]]", "a[1]")])
 def test_short_name_is_the_parameter_of_a_benchmark(fullname, short):
     assert rundir.short_name(fullname) == short
+
+
+def test_an_empty_rounds_folder_says_so(tmp_path):
+    run_dir = RunDir.create(tmp_path, "run", given=True)
+    run_dir.rounds_dir.mkdir()
+    with pytest.raises(RunError, match=f"^{run_dir.rounds_dir}: holds no rounds$"):
+        load_rounds(run_dir.path)
+
+
+def test_a_benchmark_without_stats_or_name_has_no_raw_rounds(tmp_path):
+    path = results_file(tmp_path / "b.json", json.dumps({"benchmarks": [{"extra_info": {}}]}))
+    with pytest.raises(RunError, match=r"b\.json: \? has no raw rounds \(save with --benchmark-json"):
+        load_rounds(path)
