@@ -93,7 +93,8 @@ def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
     markdown = ["# archbench compare", f"Runs: {runs_line}"]
     for title, table in tables:
         markdown += [f"{title}:", table.to_markdown(index=False, floatfmt=".3g")]
-    atomic_write(out / "compare.md", "\n\n".join([*markdown, missing_line, "![throughput ratios](compare.png)"]) + "\n")
+    atomic_write(out / "compare.md", "\n\n".join([*markdown, *filter(None, [missing_line]),
+                                                       "![throughput ratios](compare.png)"]) + "\n")
     atomic_write(out / "compare.html", "<html><head><meta charset='utf-8'><title>archbench compare</title></head>"
                  f"<body><h1>archbench compare</h1><p>Runs: {html.escape(runs_line)}</p>"
                  + "".join(f"<h2>{title}</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.3g}")

@@ -163,3 +163,17 @@ def test_the_per_model_summary_is_the_geometric_mean_of_the_ratios(tmp_path):
     assert summary.loc["resnet50", "x first / peak | b (B)"] == pytest.approx(1.5)
     assert summary.loc["cnn", "x first | b (B)"] == pytest.approx(0.5)
     assert list(summary.loc[:, "x first | a (A)"]) == pytest.approx([1.0, 1.0])
+
+
+def test_names_keep_their_case_and_nothing_missing_adds_no_line(tmp_path):
+    fixture_run(tmp_path, "H100", "NVIDIA H100", {"cnn-fwd-amp_bf16-b8": 100.0}, bf16_peak=1.0)
+    fixture_run(tmp_path, "B200", "NVIDIA B200", {"cnn-fwd-amp_bf16-b8": 200.0}, bf16_peak=2.0)
+    for run in ("H100", "B200"):  # only the shared case, so nothing is missing
+        frame = pd.read_csv(tmp_path / run / "results.csv")
+        frame[frame["status"] == "ok"].to_csv(tmp_path / run / "results.csv", index=False)
+    out = write_comparison(["H100", "B200"], reports_dir=tmp_path)
+    assert out.name == "compare-H100-B200"
+    blocks = (out / "compare.md").read_text().split("\n\n")
+    assert blocks[-1] == "![throughput ratios](compare.png)\n"
+    assert not any(block.startswith("Missing") for block in blocks) and "" not in blocks
+    assert (out / "compare.html").read_text().startswith("<html><head><meta charset='utf-8'><title>archbench compare")
