@@ -99,11 +99,9 @@ class RunWriter:
 
     def __init__(self, run_dir: RunDir):
         self.run_dir = run_dir
-        self.rows: list[Row] = []
         self.records: list[dict] = []
 
     def add(self, row: Row) -> None:
-        self.rows.append(row)
         self.records.append(row.record(self.run_dir.run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
         if row.rounds_s:  # rounds first: a row in results.csv always has its rounds on disk
             self.write_json(self.run_dir.rounds_json(row.case_id),

@@ -90,9 +90,9 @@ class Session:
         """The lines the terminal summary prints: cases by status and where they went."""
         if self.writer is None:
             return []
-        counts = Counter(row.status for row in self.writer.rows)
+        counts = Counter(record["status"] for record in self.writer.records)
         tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        return [f"{len(self.writer.rows)} cases ({tally}) -> {self.run_dir.path}", *filter(None, [self.report_line])]
+        return [f"{len(self.writer.records)} cases ({tally}) -> {self.run_dir.path}", *filter(None, [self.report_line])]
 
 
 def outcome(row: Row) -> None:
