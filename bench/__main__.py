@@ -1,4 +1,4 @@
-"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate} ..."""
+"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate, validate} ..."""
 
 from __future__ import annotations
 
@@ -63,6 +63,21 @@ def _gate(args: argparse.Namespace) -> int:
     return 1 if result.regressions else 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from bench import validate
+    from bench.models import SIZES
+    from bench.options import OptionError, parse_choice, parse_names, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        size = parse_choice("size", args.size, SIZES)
+        stages = parse_names("stages", args.stages, validate.STAGES)
+    except OptionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return validate.run(args.out, device, size, stages)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.rundir import REPORTS_DIR, RunError
 
@@ -101,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
                       help="smallest slowdown in percent that may fail (default: 5 on GPU runs, 50 on CPU runs)")
     gate.add_argument("--alpha", type=float, default=0.01, help="significance level of the tests (default 0.01)")
     gate.set_defaults(handler=_gate)
+
+    validate = commands.add_parser("validate", help="a machine's first run: timers, kernel against SDPA, "
+                                   "sweep, A/A gate, profile; every stage logged into --out")
+    validate.add_argument("--out", type=Path, required=True, help="a new or empty folder for the results")
+    validate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    validate.add_argument("--size", default="full", help="full (default: the GPU run) or quick (a CPU rehearsal)")
+    validate.add_argument("--stages", default="all",
+                          help="comma-separated stages in the order they run, or all (default)")
+    validate.set_defaults(handler=_validate)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,412 @@
+"""A machine's first run in one command (`python -m bench validate --out DIR`): the timers against each
+other, the Triton kernel against every SDPA backend, a sweep with its report, an A/A gate and two profiled
+cases. Each stage is time-boxed and logged; one that fails is recorded and the next one runs, so a rare
+GPU session is never lost to one broken stage."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.attention import ATTENTION, attention_flops, naive
+from bench.harness import Settings, Workload, is_oom, measure
+from bench.row import timing_stats
+from bench.rundir import RunError
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("environment", "timers", "kernel", "sweep", "gate", "profile")
+# Seconds each stage may take; a sweep past its budget is interrupted and keeps the cases it finished.
+BUDGET_S = {
+    "quick": {"environment": 30, "timers": 60, "kernel": 120, "sweep": 180, "gate": 180, "profile": 120},
+    "full": {"environment": 20, "timers": 45, "kernel": 170, "sweep": 140, "gate": 80, "profile": 40},
+}
+# Square matmuls of about 0.1 ms, 5 ms and 100 ms (bf16 on an H100; fp32 on a 2-core CPU).
+TIMER_SIZES = {"cuda": (3072, 12288, 32768), "cpu": (128, 512, 1536)}
+# The kernel table follows FlashAttention's benchmarks: batch * seqlen = tokens, heads * head_dim = hidden.
+KERNEL_SHAPES = {
+    "quick": {"seqlens": (128, 256), "head_dims": (64,), "tokens": 512, "hidden": 256},
+    "full": {"seqlens": (1024, 2048, 4096, 8192, 16384), "head_dims": (64, 128), "tokens": 16384, "hidden": 2048},
+}
+KERNEL_IMPLS = ("triton", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
+# The autotuning candidates of the kernel stage: few enough to compile in seconds per (head dim, mask).
+TUNING_ROUND = {
+    "_attn_fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3)],
+    "_attn_bwd_dkdv": [(32, 128, 4, 3), (64, 128, 8, 2)],
+    "_attn_bwd_dq": [(128, 32, 4, 3), (128, 64, 8, 2)],
+}
+# pytest arguments of the subprocess stages, by size: the sweep, one A/A run, the profiled cases.
+SWEEP_ARGS = {
+    "quick": ["bench/test_models.py", "--models", "cnn,encoder", "--precisions", "fp32", "--batch-sizes", "2",
+              "--attn", "sdpa", "--benchmark-max-time", "0.05", "--benchmark-min-rounds", "3"],
+    "full": ["bench/test_models.py", "--precisions", "amp_bf16", "--attn", "sdpa",
+             "--benchmark-max-time", "0.3", "--benchmark-min-rounds", "5"],
+}
+AA_ARGS = {
+    "quick": ["bench/test_attention.py", "--attn", "sdpa", "--phases", "fwd", "-k", "d64",
+              "--benchmark-max-time", "0.05", "--benchmark-min-rounds", "5"],
+    "full": ["bench/test_attention.py", "--attn", "sdpa", "-k", "s1024 or s2048",
+             "--benchmark-max-time", "0.2", "--benchmark-min-rounds", "10"],
+}
+PROFILE_ARGS = {
+    "quick": ["bench/test_models.py", "--models", "cnn,encoder", "--phases", "fwdbwd", "--precisions", "fp32",
+              "--batch-sizes", "2", "--attn", "sdpa", "--profile", "--benchmark-max-time", "0.05"],
+    "full": ["bench/test_models.py", "--models", "resnet50,encoder", "--phases", "fwdbwd", "--precisions",
+             "amp_bf16", "--batch-sizes", "32", "--attn", "sdpa", "--profile", "--benchmark-max-time", "0.2"],
+}
+
+
+@dataclass
+class Validation:
+    """Where the stages write and how long each may take; `results` collects each stage's outcome."""
+
+    out: Path
+    device: torch.device
+    size: str
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    def log(self, message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        with open(self.out / "validate.log", "a") as log:
+            log.write(line + "\n")
+
+    def budget(self, stage: str) -> float:
+        return BUDGET_S[self.size][stage]
+
+    def pytest(self, name: str, args: list[str], budget: float) -> int:
+        """Run a pytest sweep into runs/<name>; past the budget it gets SIGINT, which ends the session
+        normally (results, JSON and report of the cases done), then SIGKILL if it does not stop."""
+        command = [sys.executable, "-m", "pytest", *args, "--benchmark-only", "-q", "-p", "no:cacheprovider",
+                   "--device", self.device.type, "--size", self.size, "--run-id", name,
+                   "--reports-dir", str(self.runs)]
+        self.log(" ".join(command))
+        with open(self.out / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                code = proc.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                self.log(f"{name}: past its {budget:.0f} s budget, interrupted")
+                proc.send_signal(signal.SIGINT)
+                try:
+                    code = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
+        self.log(f"{name}: pytest exit code {code}")
+        return code
+
+
+# --- environment ---------------------------------------------------------------------------------------
+
+def environment(v: Validation) -> str:
+    """The fingerprint every row carries, the calibrated peaks, and nvidia-smi's view of the card."""
+    from bench import calibrate
+    from bench.environment import fingerprint
+
+    info = {**fingerprint(v.device.type), "device": v.device.type}
+    if v.device.type == "cuda":
+        props = torch.cuda.get_device_properties(v.device)
+        info.update(multiprocessors=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+        smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, check=False)
+        (v.out / "nvidia-smi.txt").write_text(smi.stdout + smi.stderr)
+    info["calibration"] = calibrate.load_or_measure(v.device)
+    (v.out / "environment.json").write_text(json.dumps(info, indent=2))
+    peaks = info["calibration"]["matmul_tflops"]
+    return f"{info['device_name']}; matmul TFLOP/s " + ", ".join(f"{k} {peaks[k]:.1f}" for k in peaks)
+
+
+# --- timers --------------------------------------------------------------------------------------------
+
+class HostRounds:
+    """What the harness uses of pytest-benchmark's fixture: `pedantic` times each round between two
+    time.perf_counter() calls, as pytest-benchmark does by default, and `stats.stats.data` keeps them."""
+
+    def __init__(self):
+        self.stats = None
+
+    def pedantic(self, fn: Callable[[], None], rounds: int, iterations: int = 1, warmup_rounds: int = 0) -> None:
+        for _ in range(warmup_rounds):
+            fn()
+        data = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn()
+            data.append(time.perf_counter() - start)
+        self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
+
+
+def event_rounds(step: Callable[[], None], rounds: int) -> list[float]:
+    """Seconds per round by CUDA events around each round, synchronised as the harness's rounds are."""
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def timers(v: Validation) -> str:
+    """The harness's median against CUDA events and triton.testing.do_bench on matmuls of ~0.1, 5 and
+    100 ms: the differences are the per-round overhead of timing from the host."""
+    dtype = torch.bfloat16 if v.device.type == "cuda" else torch.float32
+    rows = []
+    for n in TIMER_SIZES[v.device.type]:
+        a, b = (torch.randn(n, n, device=v.device, dtype=dtype) for _ in range(2))
+
+        def step(a=a, b=b) -> None:
+            a @ b
+
+        host = HostRounds()
+        fields = measure(lambda step=step, n=n: Workload(step, lambda n=n: 2 * n**3), host, Settings(v.device))
+        harness = timing_stats(fields["rounds_s"])
+        row = {"case": f"matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}", "rounds": harness["rounds"],
+               "harness_ms": harness["median_s"] * 1e3, "harness_iqr_ms": harness["iqr_s"] * 1e3}
+        if v.device.type == "cuda":
+            from triton.testing import do_bench
+
+            row["events_ms"] = float(np.median(event_rounds(step, harness["rounds"]))) * 1e3
+            row["do_bench_ms"] = do_bench(step, warmup=100, rep=max(100, 20 * row["events_ms"]),
+                                          return_mode="median")
+            row["harness_vs_events_pct"] = 100 * (row["harness_ms"] / row["events_ms"] - 1)
+            row["harness_vs_do_bench_pct"] = 100 * (row["harness_ms"] / row["do_bench_ms"] - 1)
+            row["overhead_us"] = (row["harness_ms"] - row["events_ms"]) * 1e3
+        row["tflops"] = 2 * n**3 / (row["harness_ms"] / 1e3) / 1e12
+        rows.append(row)
+        del a, b
+    table = pd.DataFrame(rows)
+    table.to_csv(v.out / "timers.csv", index=False)
+    (v.out / "timers.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
+    return f"{len(rows)} cases"
+
+
+# --- kernel against SDPA -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def tuning_round() -> Iterator[dict]:
+    """Narrow the Triton kernels' autotuning to TUNING_ROUND for the stage; yields the autotuners, whose
+    `cache` afterwards holds the winning config per key."""
+    import triton
+
+    module = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
+    tuners = {name: getattr(module, name) for name in TUNING_ROUND}
+    saved = {name: tuner.configs for name, tuner in tuners.items()}
+    for name, tuner in tuners.items():
+        tuner.configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+                         for m, n, w, s in TUNING_ROUND[name]]
+    try:
+        yield tuners
+    finally:
+        for name, tuner in tuners.items():
+            tuner.configs = saved[name]
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, grads: list[torch.Tensor] | None = None) -> float:
+    """Median milliseconds of fn: do_bench (CUDA events, L2 flushed) on a GPU, torch.utils.benchmark on a CPU."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=25, rep=100, grad_to_none=grads, return_mode="median")
+    from torch.utils.benchmark import Timer
+
+    return Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.05).median * 1e3
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.detach().double() - ref.detach()).norm() / ref.detach().norm())
+
+
+def check_triton(device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool, seqlen: int) -> dict:
+    """The kernel's output and gradients against float64 naive attention on fresh random inputs; an
+    error is recorded in the row."""
+    from kernels import flash_attention
+
+    row = {"seqlen": seqlen, "head_dim": head_dim, "causal": causal}
+    try:
+        q, k, v, grad = (torch.randn(2, 4, seqlen, head_dim, device=device, dtype=dtype) for _ in range(4))
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = flash_attention(*leaves, causal=causal)
+        out.backward(grad)
+        ref_leaves = [t.double().requires_grad_() for t in (q, k, v)]
+        ref = naive(*ref_leaves, causal=causal)
+        ref.backward(grad.double())
+    except Exception as err:
+        return {**row, "finite": False, "error": f"{type(err).__name__}: {str(err).strip()[:200]}"}
+    errors = {"out": relative_error(out, ref)}
+    for name, leaf, ref_leaf in zip("qkv", leaves, ref_leaves, strict=True):
+        errors[f"d{name}"] = relative_error(leaf.grad, ref_leaf.grad)
+    return {**row, **{f"err_{k}": e for k, e in errors.items()}, "finite": all(map(math.isfinite, errors.values()))}
+
+
+def time_attention(impl: str, device: torch.device, dtype: torch.dtype, shape: tuple, causal: bool) -> dict:
+    """Forward and backward medians of one implementation on one shape; an OOM or error is recorded."""
+    fn = ATTENTION[impl].fn
+    batch, heads, seqlen, head_dim = shape
+    flops = attention_flops(batch, heads, seqlen, seqlen, head_dim, causal=causal)
+    result = {}
+    try:
+        q, k, v, grad = (torch.randn(shape, device=device, dtype=dtype) for _ in range(4))
+        with torch.no_grad():
+            result["fwd_ms"] = median_ms(lambda: fn(q, k, v, causal=causal), device)
+        leaves = [t.requires_grad_() for t in (q, k, v)]
+        out = fn(*leaves, causal=causal)
+        result["bwd_ms"] = median_ms(lambda: out.backward(grad, retain_graph=True), device, grads=leaves)
+        result["status"], result["reason"] = "ok", ""
+    except Exception as err:
+        result["status"] = "oom" if is_oom(err) else "error"
+        result["reason"] = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for phase, factor in (("fwd", 1.0), ("bwd", 2.5)):  # backward: 2.5x the forward's FLOPs
+        if f"{phase}_ms" in result:
+            result[f"{phase}_tflops"] = factor * flops / (result[f"{phase}_ms"] / 1e3) / 1e12
+    return result
+
+
+def kernel_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """TFLOP/s per shape and implementation, forward and backward, with the kernel against the best SDPA."""
+    ok = frame[frame["status"] == "ok"]
+    tables = {}
+    for phase in ("fwd", "bwd") if not ok.empty else ():
+        table = ok.pivot_table(index=["causal", "head_dim", "seqlen"], columns="impl", values=f"{phase}_tflops")
+        sdpa = [c for c in table.columns if c.startswith("sdpa")]
+        if "triton" in table.columns and sdpa:
+            table["best_sdpa"] = table[sdpa].idxmax(axis=1)
+            table["triton_vs_best"] = table["triton"] / table[sdpa].max(axis=1)
+        tables[phase] = table.reset_index()
+    return tables
+
+
+def kernel(v: Validation) -> str:
+    """The Triton kernel's accuracy against float64, then its TFLOP/s against each SDPA backend per shape
+    (the autotuner limited to TUNING_ROUND; its winners are saved)."""
+    shapes, dtype = KERNEL_SHAPES[v.size], torch.bfloat16
+    deadline = time.monotonic() + v.budget("kernel")
+    rows, checks = [], []
+    # Inside the tuning round before the first call: the full config lists would compile for minutes.
+    with tuning_round() if v.device.type == "cuda" else contextlib.nullcontext({}) as tuners:
+        if ATTENTION["triton"].unavailable(v.device, dtype, 64, False) is None:
+            for head_dim in shapes["head_dims"]:
+                for causal in (False, True):  # 1000: a key tail that no block size divides
+                    checks += [check_triton(v.device, dtype, head_dim, causal, s) for s in (1000, 1024)]
+            pd.DataFrame(checks).to_csv(v.out / "kernel_check.csv", index=False)
+            worst = pd.DataFrame(checks).filter(like="err_").max().max()
+            v.log(f"kernel check: {sum(c['finite'] for c in checks)}/{len(checks)} finite, worst relative error "
+                  f"{worst:.2e}")
+        grid = [(s, d, c) for s in shapes["seqlens"] for d in shapes["head_dims"] for c in (False, True)]
+        for i, (seqlen, head_dim, causal) in enumerate(grid):  # shortest first: a spent budget drops the longest
+            if time.monotonic() > deadline:
+                v.log(f"kernel: budget spent, {len(grid) - i} of {len(grid)} shapes not timed")
+                break
+            shape = (shapes["tokens"] // seqlen, shapes["hidden"] // head_dim, seqlen, head_dim)
+            for impl in KERNEL_IMPLS:
+                reason = ATTENTION[impl].unavailable(v.device, dtype, head_dim, causal)
+                timed = {"status": "skipped", "reason": reason} if reason else \
+                    time_attention(impl, v.device, dtype, shape, causal)
+                rows.append({"impl": impl, "causal": causal, "head_dim": head_dim, "seqlen": seqlen,
+                             "batch": shape[0], "heads": shape[1], **timed})
+        winners = {name: {str(key): str(config) for key, config in tuner.cache.items()}
+                   for name, tuner in tuners.items()}
+    frame = pd.DataFrame(rows)
+    frame.to_csv(v.out / "kernel.csv", index=False)
+    (v.out / "kernel_configs.json").write_text(json.dumps(winners, indent=2))
+    tables = kernel_tables(frame)
+    markdown = [f"### {phase} TFLOP/s\n\n{table.to_markdown(index=False, floatfmt='.3g')}\n"
+                for phase, table in tables.items()]
+    (v.out / "kernel.md").write_text("\n".join(markdown) or "(no implementation ran)\n")
+    return f"{len(frame)} rows ({(frame['status'] == 'ok').sum()} ok)"
+
+
+# --- sweep, A/A gate, profile --------------------------------------------------------------------------
+
+def sweep(v: Validation) -> str:
+    """The sweep of every model, timed and reported as a user would run it."""
+    code = v.pytest("sweep", SWEEP_ARGS[v.size], v.budget("sweep"))
+    results = v.runs / "sweep" / "results.csv"
+    if not results.exists():
+        raise RunError(f"the sweep wrote no results (pytest exit code {code}; see sweep.log)")
+    frame = pd.read_csv(results)
+    return f"pytest exit {code}; " + ", ".join(f"{n} {s}" for s, n in frame["status"].value_counts().items())
+
+
+def gate(v: Validation) -> str:
+    """The attention subset twice, then the gate between them: how far apart the medians of the same
+    code land, and whether the gate stays quiet (exit 0) at the device's default threshold."""
+    for name in ("aa-1", "aa-2"):
+        v.pytest(name, AA_ARGS[v.size], v.budget("gate") / 2)
+    done = subprocess.run([sys.executable, "-m", "bench", "gate", "aa-1", "aa-2", "--reports-dir", str(v.runs)],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    (v.out / "gate.md").write_text(done.stdout + done.stderr)
+    first, second = (pd.read_csv(v.runs / name / "results.csv").set_index("case_id") for name in ("aa-1", "aa-2"))
+    shift = (second["median_s"] / first["median_s"] - 1).abs().dropna() * 100
+    spread = {"cases": int(shift.size), "gate_exit": done.returncode}
+    if shift.size:
+        spread.update(median_pct=float(shift.median()), p90_pct=float(shift.quantile(0.9)),
+                      max_pct=float(shift.max()))
+    (v.out / "aa.json").write_text(json.dumps(spread, indent=2))
+    return ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in spread.items())
+
+
+def profile(v: Validation) -> str:
+    """Two cases with --profile: traces for TensorBoard and the per-category breakdown in the report."""
+    code = v.pytest("profile", PROFILE_ARGS[v.size], v.budget("profile"))
+    traces = sorted(p.name for p in (v.runs / "profile" / "traces").glob("*")) if code in (0, 2) else []
+    if not traces:
+        raise RunError(f"no traces written (pytest exit code {code}; see profile.log)")
+    return f"traces of {', '.join(traces)}"
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Validation], str]] = {
+    "environment": environment, "timers": timers, "kernel": kernel, "sweep": sweep, "gate": gate, "profile": profile,
+}
+
+
+def run(out: Path, device: torch.device, size: str, stages: list[str]) -> int:
+    """Run the stages in order into `out` (which must be new or empty); exit 0 only if every stage passed."""
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"--out {out}: not empty; validate writes into a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    v = Validation(out, device, size)
+    v.log(f"validate: device {device}, size {size}, stages {', '.join(stages)}")
+    for stage in stages:
+        start = time.monotonic()
+        try:
+            status, detail = "ok", STAGE_FUNCTIONS[stage](v)
+        except Exception as err:
+            status, detail = "failed", f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            v.log(traceback.format_exc())
+        seconds = time.monotonic() - start
+        v.results.append({"stage": stage, "status": status, "seconds": round(seconds, 1), "detail": detail})
+        v.log(f"{stage}: {status} in {seconds:.0f} s: {detail}")
+    summary = pd.DataFrame(v.results)
+    sections = [f"# validate: {device}, size {size}\n", summary.to_markdown(index=False), ""]
+    for name, title in (("timers.md", "Timers"), ("kernel.md", "Triton kernel against SDPA"), ("gate.md", "A/A gate")):
+        if (out / name).exists():
+            sections += [f"## {title}\n", (out / name).read_text()]
+    (out / "validate.md").write_text("\n".join(sections))
+    print(summary.to_markdown(index=False))
+    return 0 if (summary["status"] == "ok").all() else 1

@@ -1,0 +1,119 @@
+"""python -m bench validate: the CPU rehearsal of the GPU run passes every stage and writes every table;
+bad input is refused in one line; the kernel check and the tuning round work on their own."""
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import validate
+from bench.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validate") / "out"
+    done = subprocess.run([sys.executable, "-m", "bench", "validate", "--device", "cpu", "--size", "quick",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return out, done
+
+
+def test_rehearsal_passes_every_stage(rehearsal):
+    out, done = rehearsal
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "validate.md").read_text()
+    for stage in validate.STAGES:
+        assert f"| {stage}" in summary
+    assert "failed" not in summary
+    assert "environment: ok" in (out / "validate.log").read_text()
+
+
+def test_rehearsal_times_each_matmul_from_the_host(rehearsal):
+    timers = pd.read_csv(rehearsal[0] / "timers.csv")
+    assert len(timers) == len(validate.TIMER_SIZES["cpu"])
+    assert (timers["harness_ms"] > 0).all() and (timers["rounds"] >= 5).all()
+    assert timers["harness_ms"].is_monotonic_increasing  # 128^3, 512^3, 1536^3 FLOPs take longer in turn
+
+
+def test_rehearsal_tables_every_implementation_and_shape(rehearsal):
+    kernel = pd.read_csv(rehearsal[0] / "kernel.csv")
+    shapes = validate.KERNEL_SHAPES["quick"]
+    assert len(kernel) == len(shapes["seqlens"]) * len(shapes["head_dims"]) * 2 * len(validate.KERNEL_IMPLS)
+    triton = kernel[kernel["impl"] == "triton"]
+    assert (triton["status"] == "skipped").all() and triton["reason"].str.contains("needs a CUDA GPU").all()
+    math_rows = kernel[kernel["impl"] == "sdpa_math"]
+    assert (math_rows["status"] == "ok").all() and (math_rows[["fwd_tflops", "bwd_tflops"]] > 0).all().all()
+    assert (kernel["batch"] * kernel["seqlen"] == shapes["tokens"]).all()
+    assert "### fwd TFLOP/s" in (rehearsal[0] / "kernel.md").read_text()
+
+
+def test_rehearsal_runs_the_sweep_the_aa_gate_and_the_profile(rehearsal):
+    out = rehearsal[0]
+    sweep = pd.read_csv(out / "runs" / "sweep" / "results.csv")
+    assert len(sweep) == 4 and (sweep["status"] == "ok").all()  # cnn, encoder x fwd, fwdbwd
+    assert (out / "runs" / "sweep" / "summary.md").exists()
+    aa = json.loads((out / "aa.json").read_text())
+    assert aa["cases"] == 8 and aa["gate_exit"] in (0, 1)
+    assert "archbench gate: aa-2 vs aa-1" in (out / "gate.md").read_text()
+    assert len(list((out / "runs" / "profile" / "traces").iterdir())) == 2
+
+
+def test_validate_refuses_a_folder_with_results_in_it(tmp_path, capsys):
+    (tmp_path / "old.csv").write_text("x")
+    assert main(["validate", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    message = f"error: --out {tmp_path}: not empty; validate writes into a new or empty folder\n"
+    assert capsys.readouterr().err == message
+    assert [p.name for p in tmp_path.iterdir()] == ["old.csv"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--stages", "kernel,bogus"], "error: --stages: unknown name 'bogus'; valid names: environment, timers, "
+                                   "kernel, sweep, gate, profile (or all)\n"),
+    (["--size", "huge"], "error: --size: unknown value 'huge'; valid values: quick, full\n"),
+])
+def test_validate_refuses_bad_options_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["validate", "--device", "cpu", "--out", str(tmp_path / "v"), *argv]) == 2
+    assert capsys.readouterr().err == message
+    assert not (tmp_path / "v").exists()
+
+
+def test_tuning_round_narrows_the_autotuner_and_restores_it(monkeypatch):
+    module = importlib.import_module("kernels.flash_attention")
+    before = list(module._attn_fwd.configs)
+    monkeypatch.setitem(validate.TUNING_ROUND, "_attn_fwd", [(64, 32, 4, 2)])
+    with validate.tuning_round() as tuners:
+        (config,) = tuners["_attn_fwd"].configs
+        assert config.kwargs == {"BLOCK_M": 64, "BLOCK_N": 32} and (config.num_warps, config.num_stages) == (4, 2)
+    assert module._attn_fwd.configs == before
+
+
+def test_check_triton_measures_the_kernel_against_float64(monkeypatch):
+    # One config per kernel (the interpreter cannot time a choice), with unequal blocks and a ragged tail.
+    for name, configs in validate.TUNING_ROUND.items():
+        monkeypatch.setitem(validate.TUNING_ROUND, name, configs[:1])
+    with validate.tuning_round():
+        good = validate.check_triton(torch.device("cpu"), torch.float32, 32, True, 130)
+        bad = validate.check_triton(torch.device("cpu"), torch.float32, 300, False, 16)
+    assert good["finite"] and max(good[f"err_{k}"] for k in ("out", "dq", "dk", "dv")) < 1e-5
+    assert not bad["finite"] and bad["error"].startswith("ValueError: head_dim 300 is not supported")
+
+
+def test_kernel_tables_set_the_kernel_against_the_best_sdpa_backend():
+    frame = pd.DataFrame([
+        {"impl": impl, "causal": False, "head_dim": 64, "seqlen": 1024, "status": "ok", "fwd_tflops": fwd,
+         "bwd_tflops": bwd}
+        for impl, fwd, bwd in (("triton", 300.0, 100.0), ("sdpa_flash", 400.0, 50.0), ("sdpa_math", 100.0, 80.0))
+    ] + [{"impl": "sdpa_cudnn", "causal": False, "head_dim": 64, "seqlen": 1024, "status": "oom"}])
+    tables = validate.kernel_tables(frame)
+    (fwd,), (bwd,) = (tables[phase].to_dict("records") for phase in ("fwd", "bwd"))
+    assert (fwd["best_sdpa"], fwd["triton_vs_best"], fwd["triton"]) == ("sdpa_flash", 0.75, 300.0)
+    assert (bwd["best_sdpa"], bwd["triton_vs_best"]) == ("sdpa_math", 1.25)
+    assert "sdpa_cudnn" not in fwd
+    assert validate.kernel_tables(frame.assign(status="oom")) == {}
