@@ -92,7 +92,8 @@ def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
     tables = [("Geometric mean of the ratios per model", summary.reset_index()), ("Every case", lined)]
     markdown = ["# archbench compare", f"Runs: {runs_line}"]
     for title, table in tables:
-        markdown += [f"{title}:", table.to_markdown(index=False, floatfmt=".3g")]
+        escaped = table.rename(columns=lambda name: str(name).replace("|", "\\|"))  # a bare | splits the cell
+        markdown += [f"{title}:", escaped.to_markdown(index=False, floatfmt=".3g")]
     atomic_write(out / "compare.md", "\n\n".join([*markdown, *filter(None, [missing_line]),
                                                        "![throughput ratios](compare.png)"]) + "\n")
     atomic_write(out / "compare.html", "<html><head><meta charset='utf-8'><title>archbench compare</title></head>"

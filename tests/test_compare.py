@@ -1,6 +1,7 @@
 """compare: two small fixture runs from different machines, lined up, ratioed and normalised by peak."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,9 @@ def test_comparison_files_are_written(two_runs):
                           "every run.", "Geometric mean of the ratios per model:"]
     summary = blocks[3].splitlines()
     assert summary[0].split("|")[1].strip() == "model" and len(summary) == 4  # header, rule, cnn, resnet50
+    assert "x first \\| h200 (NVIDIA H200)" in summary[0]
+    for table in (blocks[3], blocks[5]):  # a header cell's own | is escaped: it splits where the rows do
+        assert len({len(re.split(r"(?<!\\)\|", line)) for line in table.splitlines()}) == 1
     assert [c.strip() for c in summary[2].split("|")[1:-1]] == ["cnn", "1", "1", "1.5", "1.2"]
     assert blocks[4] == "Every case:" and "| cnn-fwd-amp_bf16-b8      |" in blocks[5]
     assert blocks[6:] == ["Missing or not ok in some run: gru-fwd-amp_bf16-b8, vit_b_16-fwd-amp_bf16-b8",
