@@ -20,8 +20,10 @@ from scipy.stats import mannwhitneyu
 from bench.rundir import REPORTS_DIR, RunError, load_rounds
 
 # Default minimum effect by device. CPU: 10 A/A pairs of quick runs on the idle 2-core machines shifted
-# per-case medians by up to 45 % (p90 13 %); 50 % failed none of them, 30 % failed two (README).
-DEFAULT_THRESHOLD = {"cuda": 0.05, "cpu": 0.5}
+# per-case medians by up to 45 % (p90 13 %); 50 % failed none of them, 30 % failed two. GPU: two A/A pairs
+# on an H200 moved sub-millisecond attention cases by up to 20 % and launch-bound model cases by up to 65 %
+# (GPU-bound ones by 4 %); 25 % passes the first pair and fails one launch-bound case of the second (README).
+DEFAULT_THRESHOLD = {"cuda": 0.25, "cpu": 0.5}
 BOOTSTRAP_SAMPLES = 2000
 
 

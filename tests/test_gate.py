@@ -94,7 +94,7 @@ def test_gate_exits_0_when_nothing_regressed(tmp_path):
     cand = benchmark_json(tmp_path / "cand.json", {"a": rounds(seed=2)})
     done = run_gate(str(base), str(cand))
     assert done.returncode == 0, done.stderr
-    assert "(threshold 5%, alpha 0.01)" in done.stdout  # the GPU default
+    assert "(threshold 25%, alpha 0.01)" in done.stdout  # the GPU default
 
 
 def test_cpu_runs_get_the_cpu_threshold(tmp_path):
@@ -259,7 +259,7 @@ def test_gate_reads_run_ids_under_the_reports_folder_and_lists_new_and_vanished(
         benchmark_json(tmp_path / run / "benchmark.json", cases)
     result = gate("base", "cand", alpha=0.02, reports_dir=tmp_path)
     assert ([v.case for v in result.verdicts], result.new, result.vanished) == (["a"], ["fresh"], ["gone"])
-    assert (result.alpha, result.threshold) == (0.02, 0.05)
+    assert (result.alpha, result.threshold) == (0.02, 0.25)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
