@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.attention import ATTENTION, AttentionImpl
 from bench.cases import AttentionCase, Case
 from bench.harness import (
     PeakMemory,
@@ -114,6 +115,30 @@ def test_broken_case_is_recorded_as_error(monkeypatch):
     monkeypatch.setitem(MODELS, "broken", tiny_spec("broken", broken_build))
     row = run_case(Case("broken", "fwd", "fp32", 1), None, FAST)
     assert (row.status, row.reason) == ("error", "ValueError: bad shape")
+
+
+def test_a_broken_case_keeps_its_first_line_cut_to_200_characters_and_prints_its_traceback(monkeypatch, capsys):
+    def wordy_build(size, attn):
+        raise ValueError("x" * 300 + "\nsecond line")
+
+    monkeypatch.setitem(MODELS, "wordy", tiny_spec("wordy", wordy_build))
+    row = run_case(Case("wordy", "fwd", "fp32", 1), None, FAST)
+    assert (row.status, row.reason) == ("error", "ValueError: " + "x" * 200)
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("phase", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_attention_workload_calls_its_implementation_with_the_case_shape_and_mask(monkeypatch, phase, causal):
+    calls = []
+
+    def spy(q, k, v, *, causal):
+        calls.append((q.shape, q.dtype, causal, torch.is_inference_mode_enabled()))
+        return q * k * v
+
+    monkeypatch.setitem(ATTENTION, "spy", AttentionImpl("spy", spy))
+    attention_workload(AttentionCase("spy", phase, "fp16", 8, 16, causal, 2, 3), CPU).step()
+    assert calls == [((2, 3, 8, 16), torch.float16, causal, phase == "fwd")]
 
 
 def test_cpu_peak_memory_sees_a_large_allocation():
