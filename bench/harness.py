@@ -21,6 +21,7 @@ from bench import attention
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
+from bench.flops import FORMULAS
 from bench.models import MODELS, Batch
 from bench.models.spec import ModelSpec
 from bench.precision import PRECISIONS, Precision
@@ -84,10 +85,11 @@ def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, preci
 
 def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = None,
                 backward: bool = False) -> int:
-    """FLOPs of one round, by FlopCounterMode. Attention is counted as its matmuls (the same for every
-    implementation); submodules named in `analytic` (path -> forward FLOPs: the RNNs, which the counter
-    sees on some devices and not others) are replaced by that count, tripled when there is a backward."""
-    with attention.override("naive"), FlopCounterMode(display=False) as counter:
+    """FLOPs of one round, by FlopCounterMode with bench.flops' formulas. Attention is counted as its
+    matmuls (the same for every implementation); submodules named in `analytic` (path -> forward FLOPs:
+    the RNNs, which the counter sees on some devices and not others) are replaced by that count, tripled
+    when there is a backward."""
+    with attention.override("naive"), FlopCounterMode(display=False, custom_mapping=FORMULAS) as counter:
         step()
     total = counter.get_total_flops()
     seen = counter.get_flop_counts()
