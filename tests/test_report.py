@@ -14,6 +14,7 @@ from bench.report import (
     plot_attention,
     plot_breakdowns,
     plot_by_batch,
+    recompute,
     throughput_tables,
     write_report,
 )
@@ -82,6 +83,26 @@ def test_throughput_is_recomputed_from_the_raw_rounds(run_dir):
     assert float(rows[("fwd", "fp32")][1]) == pytest.approx(16 / 0.025, rel=1e-3)
     assert float(rows[("fwd", "amp_bf16")][0]) == pytest.approx(8 / 0.006, rel=1e-3)
     assert "Timings recomputed from 26 raw rounds" in markdown
+
+
+def test_recompute_derives_every_figure_of_the_ok_rows_it_has_rounds_for():
+    results = pd.DataFrame([  # a skipped row first: it must not stop the loop nor use the rounds it has
+        {"case_id": "skipped", "status": "skipped", "batch": 2, "precision": "fp32", "median_s": np.nan},
+        {"case_id": "no-rounds", "status": "ok", "batch": 4, "precision": "fp32", "median_s": 0.5, "iqr_s": 0.0,
+         "samples_per_s": 8.0},
+        {"case_id": "ok", "status": "ok", "batch": 8, "precision": "amp_bf16", "batch_tokens": 800, "flops": 4e9,
+         "median_s": 999.0, "iqr_s": 0.0},
+    ])
+    rounds = {"skipped": np.array([1.0, 2.0]), "ok": np.array([0.030, 0.010, 0.020, 0.040])}
+    out = recompute(results, rounds, {"matmul_tflops": {"bf16": 2.0, "fp32": 1.0}}).set_index("case_id")
+    ok = out.loc["ok"]
+    assert (ok["median_s"], ok["iqr_s"], ok["min_s"], ok["rounds"]) == pytest.approx((0.025, 0.015, 0.010, 4))
+    assert ok["samples_per_s"] == pytest.approx(8 / 0.025) and ok["tokens_per_s"] == pytest.approx(800 / 0.025)
+    assert ok["tflops"] == pytest.approx(0.16) and ok["pct_of_peak"] == pytest.approx(8.0)  # of bf16's 2 TFLOP/s
+    assert ok["median_ms"] == pytest.approx(25.0) and ok["noisy"]
+    assert np.isnan(out.loc["skipped", "median_s"])
+    assert (out.loc["no-rounds", "samples_per_s"], out.loc["no-rounds", "median_ms"]) == (8.0, 500.0)
+    assert not out.loc["no-rounds", "noisy"]
 
 
 def test_amp_and_attention_speedups(run_dir):
