@@ -27,10 +27,11 @@ COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
 
 
 def _median_seconds(stmt: str, **env) -> float:
-    """torch.utils.benchmark's median over at least half a second of runs (it synchronises CUDA)."""
+    """torch.utils.benchmark's median over at least half a second of runs (it synchronises CUDA), on as
+    many threads as the sweep uses (the Timer's default is one)."""
     from torch.utils.benchmark import Timer  # imported here: it loads torch's C++ extension tooling
 
-    return Timer(stmt, globals=env).blocked_autorange(min_run_time=0.5).median
+    return Timer(stmt, globals=env, num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=0.5).median
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, tf32: bool, n: int) -> float:
@@ -60,6 +61,7 @@ def measure(device: torch.device) -> dict:
         **fingerprint(device.type),
         "host": socket.gethostname(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "threads": torch.get_num_threads(),
         "matmul_size": n,
         "matmul_tflops": {name: matmul_tflops(device, dtype, tf32, n)
                           for name, (dtype, tf32) in MATMUL_PRECISIONS.items()},
@@ -69,9 +71,11 @@ def measure(device: torch.device) -> dict:
 
 
 def cache_path(device: torch.device, cache_dir: Path = CACHE_DIR) -> Path:
-    """One file per machine, device and software: a new driver or torch recalibrates."""
+    """One file per machine, device, software and thread count: a new driver, torch or OMP_NUM_THREADS
+    recalibrates."""
     env = fingerprint(device.type)
-    key = "-".join([socket.gethostname(), env["device_name"], env["torch"], env["driver"] or "nodriver"])
+    key = "-".join([socket.gethostname(), env["device_name"], env["torch"], env["driver"] or "nodriver",
+                    f"{torch.get_num_threads()}threads"])
     return cache_dir / ("".join(c if c.isalnum() or c in "-_." else "_" for c in key) + ".json")
 
 

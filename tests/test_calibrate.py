@@ -103,6 +103,17 @@ def test_median_seconds_times_the_statement():
     assert 0.002 <= seconds < 0.02
 
 
+def test_median_seconds_times_on_the_sweeps_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        calibrate._median_seconds("seen.append(torch.get_num_threads())", seen=seen, torch=torch)
+    finally:
+        torch.set_num_threads(saved)
+    assert set(seen) == {2}
+
+
 def test_measure_records_the_ceilings_sizes_and_environment(monkeypatch):
     devices = set()
     monkeypatch.setattr(calibrate, "matmul_tflops", lambda device, dtype, tf32, n: devices.add(device) or {
@@ -116,16 +127,19 @@ def test_measure_records_the_ceilings_sizes_and_environment(monkeypatch):
     assert devices == {CPU, "cpu"}  # every measurement and the fingerprint on the device asked for
     assert result["matmul_tflops"] == {"fp32": 512.0, "tf32": 1024.0, "fp16": 1536.0, "bf16": 2048.0}
     assert (result["device"], result["host"], result["matmul_size"]) == ("cpu", "box", 512)
+    assert result["threads"] == torch.get_num_threads()
     assert (result["copy_bytes"], result["copy_gbps"]) == (1 << 28, (1 << 28) / 1e6)
     assert result["torch"] == torch.__version__ and result["device_name"]
     assert len(result["measured_at"]) == len("2026-01-01T00:00:00+0000")
 
 
-def test_the_cache_file_is_named_for_host_device_torch_and_driver(tmp_path, monkeypatch):
+def test_the_cache_file_is_named_for_host_device_torch_driver_and_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate.socket, "gethostname", lambda: "box")
+    monkeypatch.setattr(calibrate.torch, "get_num_threads", lambda: 2)
     env = {"device_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "driver": ""}
     monkeypatch.setattr(calibrate, "fingerprint", lambda device_type: env if device_type == "cuda" else {})
     cuda = torch.device("cuda")
-    assert calibrate.cache_path(cuda, tmp_path) == tmp_path / "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-nodriver.json"
+    name = "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-nodriver-2threads.json"
+    assert calibrate.cache_path(cuda, tmp_path) == tmp_path / name
     env["driver"] = "580.82"
-    assert calibrate.cache_path(cuda, tmp_path).name == "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-580.82.json"
+    assert calibrate.cache_path(cuda, tmp_path).name == "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-580.82-2threads.json"
