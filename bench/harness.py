@@ -108,15 +108,26 @@ class PeakMemory:
         self.baseline: int | None = None
 
     def start(self) -> None:
+        """Measure from here: take the baseline (CPU) and start a new peak."""
+        gc.collect()
+        if self.device.type != "cuda":
+            _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
+            try:
+                self.baseline = self._status_bytes("VmRSS")
+            except OSError:  # not Linux: no resettable peak to read
+                self.baseline = None
+        self.reset_peak()
+
+    def reset_peak(self) -> None:
+        """Start a new peak over the same baseline (the timed rounds' steady state after warm-up)."""
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
+        _MALLOC_TRIM(0)
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.baseline = self._status_bytes("VmRSS")
-        except OSError:  # not Linux: no resettable peak to read
+        except OSError:
             self.baseline = None
 
     def peak_bytes(self) -> int | None:
@@ -215,7 +226,7 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
 
 def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dict:
     """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs: the
-    measured fields of a Row."""
+    measured fields of a Row. Peak memory: of the timed rounds, and of the build and warm-up."""
     device = settings.device
     memory = PeakMemory(device)
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
@@ -231,6 +242,8 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
             start = time.perf_counter()
             timed_round()
             last = time.perf_counter() - start
+        warmup_peak = memory.peak_bytes()
+        memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
         rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / last)))
         benchmark.pedantic(timed_round, rounds=rounds, iterations=1, warmup_rounds=0)
     peak_mem = memory.peak_bytes()
@@ -244,7 +257,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
     # --benchmark-disable runs the round once, untimed: no rounds
     rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
     return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
-            "batch_tokens": work.tokens, "rounds_s": rounds_s}
+            "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s}
 
 
 @contextlib.contextmanager

@@ -186,7 +186,21 @@ def held_weights() -> Workload:
 
 def test_peak_memory_covers_the_build(benchmark):
     row = measure(held_weights, benchmark, FAST)
-    assert 190e6 < row["peak_mem_bytes"] < 400e6
+    assert 190e6 < row["peak_mem_bytes"] < 400e6 and 190e6 < row["peak_mem_warmup_bytes"] < 400e6
+
+
+def test_the_timed_rounds_peak_leaves_out_the_warm_ups_scratch(benchmark):
+    def build() -> Workload:
+        calls = []
+
+        def step():  # the first call allocates 300 MB of scratch, as cuDNN's algorithm search or autotuning do
+            scratch = torch.ones(75_000_000 if not calls else 1_000)
+            calls.append(len(scratch))
+
+        return Workload(step=step, flops=lambda: 0)
+
+    row = measure(build, benchmark, FAST)
+    assert row["peak_mem_warmup_bytes"] > 290e6 and row["peak_mem_bytes"] < 50e6
 
 
 def test_peak_memory_of_one_case_does_not_carry_into_the_next():
