@@ -45,7 +45,19 @@ class Settings:
 def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, precision: Precision,
               device: torch.device) -> Step:
     """One round of work: `fwd` in inference mode; `fwdbwd` forward, loss, backward; `step` the seed's
-    training step (AdamW, GradScaler under fp16, gradient clipping at norm 1)."""
+    training step (AdamW, fused on CUDA; GradScaler under fp16; gradient clipping at norm 1). Every round
+    runs under the precision's TF32 switches."""
+    work = _phase_step(phase, model, batch, spec, precision, device)
+
+    def step() -> None:
+        with precision.math_mode():
+            work()
+
+    return step
+
+
+def _phase_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, precision: Precision,
+                device: torch.device) -> Step:
     scaler = precision.scaler(device)
 
     def forward_loss() -> torch.Tensor:
@@ -70,7 +82,7 @@ def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, preci
 
         return fwdbwd
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda")
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -207,6 +219,7 @@ WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, Attentio
 def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     """Measure one case; the row's status is ok, skipped, oom or error (with the reason)."""
     row = Row.for_case(case, settings.device.type, fingerprint(settings.device.type))
+    row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32)
     reason = case.unavailable(settings.device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)
@@ -237,7 +250,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    with _cudnn_benchmark(device.type == "cuda"):
+    with cudnn_benchmark(device.type == "cuda"):
         for _ in range(settings.warmup_rounds):
             start = time.perf_counter()
             timed_round()
@@ -261,8 +274,9 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
 
 
 @contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """Let cuDNN pick its fastest algorithms during warm-up, then restore the global setting."""
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick its fastest algorithms during warm-up (and keep them for the timed rounds and the
+    profiled pass), then restore the global setting."""
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = enabled or saved
     try:

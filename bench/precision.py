@@ -1,4 +1,5 @@
-"""Registry of precisions: fp32, and autocast to fp16 (with GradScaler) or bf16; what a device supports.
+"""Registry of precisions: fp32 (IEEE), tf32, and autocast to fp16 (with GradScaler) or bf16; what a device
+supports.
 
 Also the one table of plain dtypes by name (fp32, fp16, bf16): the micro-benchmark's input dtypes and the
 keys of the calibrated matmul peaks. `peak_name` says which peak any row's precision is judged against.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +24,13 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class Precision:
-    """A registry entry: the autocast dtype (None for fp32) and whether gradients need loss scaling."""
+    """A registry entry: the autocast dtype (None for fp32), whether gradients need loss scaling, and
+    whether fp32 matmuls and convolutions may use TF32 tensor cores."""
 
     name: str
     autocast_dtype: torch.dtype | None = None
     grad_scaler: bool = False
+    tf32: bool = False
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -35,8 +39,19 @@ class Precision:
 
     @property
     def peak(self) -> str:
-        """The calibrated matmul peak this precision is judged against: that of its compute dtype."""
-        return dtype_name(self.compute_dtype)
+        """The calibrated matmul peak this precision is judged against: tf32's, or its compute dtype's."""
+        return "tf32" if self.tf32 else dtype_name(self.compute_dtype)
+
+    @contextlib.contextmanager
+    def math_mode(self) -> Iterator[None]:
+        """Both TF32 switches (cuBLAS matmuls, cuDNN convolutions) set to this precision's, then restored:
+        PyTorch's defaults differ (convolutions TF32, matmuls not), so plain fp32 would mean two things."""
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -56,6 +71,7 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         Precision("fp32"),
+        Precision("tf32", tf32=True),
         Precision("amp_fp16", torch.float16, grad_scaler=True),
         Precision("amp_bf16", torch.bfloat16),
     )

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from bench.harness import WORKLOADS
+from bench.harness import WORKLOADS, cudnn_benchmark
 
 # Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
 # plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.
@@ -64,9 +64,10 @@ def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int 
     on_gpu = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     trace_dir.mkdir(parents=True, exist_ok=True)
-    with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=active_steps),
-                 on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=case.id),
-                 record_shapes=True, profile_memory=True, with_stack=with_stack) as prof:
+    steps = schedule(wait=1, warmup=1, active=active_steps)
+    with cudnn_benchmark(on_gpu), profile(  # cuDNN's algorithm choice as in the timed pass
+            activities=activities, schedule=steps, record_shapes=True, profile_memory=True, with_stack=with_stack,
+            on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=case.id)) as prof:
         for _ in range(2 + active_steps):
             work.step()
             if on_gpu:

@@ -20,7 +20,7 @@ COLUMNS = [
     "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "stddev_s", "rounds", "samples_per_s",
     "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
-    "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes",
+    "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
 ]
 
 
@@ -78,6 +78,7 @@ class Row:
     batch_tokens: int | None = None
     peak_mem_bytes: int | None = None  # over the timed rounds
     peak_mem_warmup_bytes: int | None = None  # over the build and the warm-up rounds
+    tf32: bool | None = None  # whether fp32 matmuls and convolutions could use TF32
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None

@@ -287,6 +287,37 @@ def test_the_forward_phase_runs_in_inference_mode_and_fwdbwd_frees_old_gradients
     assert seen[1:] == [False, False] and model.training
 
 
+@pytest.mark.parametrize(("precision", "tf32"), [("fp32", False), ("tf32", True)])
+def test_every_round_runs_forward_and_backward_under_the_precisions_tf32_switches(precision, tf32, benchmark):
+    spec = MODELS["cnn"]
+    model = spec.build("quick", None)
+    batch = spec.batch("quick", 2, CPU, torch.Generator().manual_seed(0))
+    seen = []
+    switches = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+
+    def record(module, args, out):
+        seen.append(("forward", switches()))
+        out.register_hook(lambda grad: seen.append(("backward", switches())))
+
+    model.register_forward_hook(record)
+    saved = switches()
+    make_step("fwdbwd", model, batch, spec, PRECISIONS[precision], CPU)()
+    assert seen == [("forward", (tf32, tf32)), ("backward", (tf32, tf32))] and switches() == saved
+    row = run_case(Case("cnn", "fwd", precision, 2), benchmark, FAST)
+    assert row.status == "ok" and row.tf32 is tf32
+
+
+@pytest.mark.parametrize(("device", "fused"), [("cpu", False), ("cuda", True)])
+def test_the_training_step_uses_fused_adamw_on_cuda(device, fused):
+    spec = MODELS["cnn"]
+    model = spec.build("quick", None)
+    batch = spec.batch("quick", 2, CPU, torch.Generator().manual_seed(0))
+    step = make_step("step", model, batch, spec, PRECISIONS["fp32"], torch.device(device))
+    work = dict(zip(step.__code__.co_freevars, (c.cell_contents for c in step.__closure__), strict=True))["work"]
+    optimizer = dict(zip(work.__code__.co_freevars, (c.cell_contents for c in work.__closure__), strict=True))
+    assert bool(optimizer["optimizer"].defaults["fused"]) is fused
+
+
 def test_oom_detection():
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"))

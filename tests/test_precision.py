@@ -9,8 +9,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize(("name", "compute", "scaled", "peak"), [
-    ("fp32", torch.float32, False, "fp32"), ("amp_fp16", torch.float16, True, "fp16"),
-    ("amp_bf16", torch.bfloat16, False, "bf16")])
+    ("fp32", torch.float32, False, "fp32"), ("tf32", torch.float32, False, "tf32"),
+    ("amp_fp16", torch.float16, True, "fp16"), ("amp_bf16", torch.bfloat16, False, "bf16")])
 def test_each_precision_computes_in_its_dtype_and_is_judged_against_its_peak(name, compute, scaled, peak):
     precision = PRECISIONS[name]
     assert precision.compute_dtype == compute and precision.peak == peak and peak_name(name) == peak
@@ -30,3 +30,21 @@ def test_plain_dtype_names_are_their_own_peak_and_unknown_names_have_none():
 def test_bf16_autocast_runs_on_this_cpu():
     assert PRECISIONS["amp_bf16"].unavailable(CPU) is None
     assert PRECISIONS["fp32"].unavailable(CPU) is None
+
+
+def tf32_switches() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize(("name", "tf32"), [("fp32", False), ("tf32", True), ("amp_fp16", False), ("amp_bf16", False)])
+@pytest.mark.parametrize("before", [(False, True), (True, False)])  # (False, True) is PyTorch's default
+def test_each_precision_sets_both_tf32_switches_and_restores_them(name, tf32, before):
+    saved = tf32_switches()
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    try:
+        with PRECISIONS[name].math_mode():
+            inside = tf32_switches()
+        after = tf32_switches()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert inside == (tf32, tf32) and after == before

@@ -1,6 +1,7 @@
 """Profiling: traces land where TensorBoard's PyTorch Profiler plugin lists and opens them, and the
 breakdown comes from the profiler's key_averages()."""
 
+import contextlib
 import gzip
 import json
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -98,3 +100,19 @@ def test_traces_load_in_tensorboard_profiler_plugin(traces):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_profiled_pass_keeps_the_timed_passs_cudnn_setting(monkeypatch, tmp_path):
+    seen = []
+
+    @contextlib.contextmanager
+    def spy(enabled):
+        seen.append(("enter", enabled))
+        yield
+        seen.append(("exit", enabled))
+
+    monkeypatch.setattr("bench.profile.cudnn_benchmark", spy)
+    monkeypatch.setattr("bench.profile.WORKLOADS", {Case: lambda case, device: SimpleNamespace(
+        step=lambda: seen.append(("step", None)), flops=lambda: 0)})
+    profile_case(Case("cnn", "fwd", "fp32", 2), CPU, tmp_path / "t", active_steps=1)
+    assert seen == [("enter", False), *[("step", None)] * 3, ("exit", False)]  # on a CPU: cuDNN not asked
