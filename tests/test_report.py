@@ -11,9 +11,11 @@ from bench.report import (
     _figure_grid,
     amp_speedups,
     attention_speedups,
+    health_sections,
     plot_attention,
     plot_breakdowns,
     plot_by_batch,
+    profile_breakdowns,
     recompute,
     throughput_tables,
     write_report,
@@ -233,3 +235,61 @@ def test_throughput_table_columns_are_batches_in_order_of_appearance():
 def test_no_amp_or_attention_rows_give_empty_tables():
     fp32_only = model_rows().query("kind == 'model' and attention.isna()")
     assert amp_speedups(fp32_only).empty and attention_speedups(fp32_only).empty
+
+
+def model_case(model, phase, precision, batch, attention, samples_per_s):
+    return {"kind": "model", "model": model, "phase": phase, "precision": precision, "batch": batch,
+            "attention": attention, "samples_per_s": samples_per_s}
+
+
+def test_throughput_tables_keep_the_sweeps_order_of_models_and_batches():
+    ok = pd.DataFrame([model_case("resnet50", "fwd", "fp32", 64, None, 10.0),
+                       model_case("resnet50", "fwd", "fp32", 8, None, 5.0),
+                       model_case("cnn", "fwd", "fp32", 8, None, 1.0)])
+    tables = throughput_tables(ok)
+    assert list(tables) == ["resnet50", "cnn"]
+    assert list(tables["resnet50"].columns) == ["b64 samples/s", "b8 samples/s"]
+
+
+def test_amp_speedups_pair_each_case_with_its_own_fp32_case_only():
+    ok = pd.DataFrame([
+        model_case("cnn", "fwd", "fp32", 8, None, 100.0), model_case("cnn", "fwd", "amp_bf16", 8, None, 300.0),
+        model_case("cnn", "fwd", "amp_bf16", 16, None, 500.0),  # no fp32 twin: left out
+        *[model_case("encoder", "fwd", precision, 4, attn, speed)
+          for precision, attn, speed in (("fp32", "naive", 10.0), ("fp32", "sdpa", 20.0),
+                                         ("amp_bf16", "naive", 30.0), ("amp_bf16", "sdpa", 80.0))],
+    ])
+    amp = amp_speedups(ok)
+    assert {(r.model, r.batch, r.attention): r.speedup_vs_fp32 for r in amp.itertuples()} == {
+        ("cnn", 8, ""): 3.0, ("encoder", 4, "naive"): 3.0, ("encoder", 4, "sdpa"): 4.0}
+    assert amp_speedups(ok[ok["precision"] == "fp32"]).empty
+
+
+def test_attention_speedups_print_shapes_as_integers_as_read_from_a_csv():
+    ok = pd.DataFrame([{"kind": "attention", "model": None, "phase": "fwd", "precision": "bf16", "batch": 2,
+                        "seqlen": 128.0, "head_dim": 64.0, "causal": True, "attention": attn, "median_s": median,
+                        "median_ms": median * 1e3, "tflops": 1.0} for attn, median in (("naive", 0.004),
+                                                                                          ("sdpa", 0.001))])
+    rows = attention_speedups(ok)
+    assert list(rows["seqlen"]) == ["128", "128"] and list(rows["head_dim"]) == ["64", "64"]
+    assert list(rows["speedup_vs_naive"]) == [1.0, 4.0]
+
+
+def test_profile_breakdowns_give_a_missing_category_no_share(tmp_path):
+    for case, categories in (("a", {"attention": 0.25, "matmul/conv": 0.75}), ("b", {"matmul/conv": 1.0})):
+        trace = tmp_path / "traces" / case
+        trace.mkdir(parents=True)
+        pd.DataFrame({"category": list(categories), "share": list(categories.values())}).to_csv(
+            trace / "breakdown.csv", index=False)
+    frame = profile_breakdowns(tmp_path)
+    assert frame.loc["b", "attention"] == 0.0 and frame.loc["a", "attention"] == 0.25
+
+
+def test_the_environment_section_lists_each_field_with_its_value():
+    frame = pd.DataFrame([{"case_id": "x", "status": "ok", "reason": "", "torch": "2.14.1", "driver": np.nan,
+                           "cpu": "Xeon"}])
+    ok = frame.assign(noisy=False, iqr_s=0.0, median_ms=1.0, rounds=5)
+    (environment,) = [s for s in health_sections(frame, ok) if s.title == "Environment"]
+    assert environment.table.to_dict("records") == [{"field": "torch", "value": "2.14.1"},
+                                                    {"field": "driver", "value": ""},
+                                                    {"field": "cpu", "value": "Xeon"}]
