@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -31,15 +32,49 @@ Step = Callable[[], None]
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc only
 
 
+MIN_ROUND_S = 1e-3  # a timed round repeats the step until it lasts this long: sync and timer stay small
+WARMUP_S = {"cuda": 0.5, "cpu": 0.0}  # a GPU warms up this long at least, so clocks and caches settle
+
+
 @dataclass(frozen=True)
 class Settings:
-    """How to time: on which device, for how long, with how many warm-up rounds."""
+    """How to time: on which device, for how long, after how much warm-up."""
 
     device: torch.device
     max_time: float = 1.0  # seconds of timed rounds to aim for
     min_rounds: int = 5
     warmup_rounds: int = 3  # the first also pays for autotuning and cudnn.benchmark's search
+    warmup_s: float = 0.0  # and at least this many seconds of warm-up (WARMUP_S by device in a sweep)
     max_rounds: int = 10_000
+
+
+class TimedRound:
+    """The target pytest-benchmark calls `iterations` times a round: the last call of a round waits for
+    the GPU, and on a GPU CUDA events bracket each round, so its GPU time is kept beside the host's."""
+
+    def __init__(self, step: Step, iterations: int, device: torch.device):
+        self.step, self.iterations, self.device = step, iterations, device
+        self.calls = 0
+        self.events: list[tuple] = []  # (start, end) of each complete round
+        self._start = None
+
+    def __call__(self) -> None:
+        first, last = self.calls % self.iterations == 0, (self.calls + 1) % self.iterations == 0
+        self.calls += 1
+        on_gpu = self.device.type == "cuda"
+        if first and on_gpu:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        self.step()
+        if last and on_gpu:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            torch.cuda.synchronize(self.device)
+            self.events.append((self._start, end))
+
+    def event_seconds(self) -> list[float]:
+        """GPU seconds per iteration of each complete round (none on a CPU)."""
+        return [start.elapsed_time(end) / 1e3 / self.iterations for start, end in self.events]
 
 
 def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, precision: Precision,
@@ -245,20 +280,26 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
     work = build()
 
-    def timed_round() -> None:
+    def warmup_round() -> float:
+        start = time.perf_counter()
         work.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return time.perf_counter() - start
 
     with cudnn_benchmark(device.type == "cuda"):
-        for _ in range(settings.warmup_rounds):
-            start = time.perf_counter()
-            timed_round()
-            last = time.perf_counter() - start
+        warm_start, warmup_rounds = time.perf_counter(), 0
+        while warmup_rounds < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
+            last = warmup_round()
+            warmup_rounds += 1
+        warmup_s = time.perf_counter() - warm_start
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
-        rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / last)))
-        benchmark.pedantic(timed_round, rounds=rounds, iterations=1, warmup_rounds=0)
+        iterations = max(1, math.ceil(MIN_ROUND_S / last))
+        rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / (last * iterations))))
+        target = TimedRound(work.step, iterations, device)
+        with _gc_paused():
+            benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
     peak_mem = memory.peak_bytes()
     reason = ""
     try:
@@ -267,10 +308,25 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         if not is_oom(err):
             raise
         flops, reason = None, "FLOPs not counted: out of memory while counting"
-    # --benchmark-disable runs the round once, untimed: no rounds
+    # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
     rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
+    events = target.event_seconds()
     return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
-            "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s}
+            "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s,
+            "iterations": iterations, "warmup_rounds": warmup_rounds, "warmup_s": warmup_s,
+            "event_median_s": float(np.median(events)) if events else None}
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection during the timed rounds (a collection would land in one round)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager

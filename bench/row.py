@@ -21,6 +21,7 @@ COLUMNS = [
     "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
+    "iterations", "warmup_rounds", "warmup_s", "event_median_s",
 ]
 
 
@@ -79,6 +80,10 @@ class Row:
     peak_mem_bytes: int | None = None  # over the timed rounds
     peak_mem_warmup_bytes: int | None = None  # over the build and the warm-up rounds
     tf32: bool | None = None  # whether fp32 matmuls and convolutions could use TF32
+    iterations: int | None = None  # steps per timed round; rounds_s are per step (pytest-benchmark's way)
+    warmup_rounds: int | None = None
+    warmup_s: float | None = None
+    event_median_s: float | None = None  # CUDA events' median per step, beside the host's median_s
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None

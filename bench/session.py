@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from bench import calibrate
-from bench.harness import Settings, run_case
+from bench.harness import WARMUP_S, Settings, run_case
 from bench.options import SweepOptions
 from bench.profile import profile_case
 from bench.row import Row
@@ -23,7 +23,8 @@ class Session:
 
     def __init__(self, options: SweepOptions, calibration: dict | None = None):
         self.options = options
-        self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds)
+        self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
+                                 warmup_s=WARMUP_S[options.device.type])
         self.calibration = calibrate.load_or_measure(options.device) if calibration is None else calibration
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases, for its JSON

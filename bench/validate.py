@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bench.attention import ATTENTION, attention_flops, naive
-from bench.harness import Settings, Workload, is_oom, measure
+from bench.harness import WARMUP_S, Settings, Workload, is_oom, measure
 from bench.row import timing_stats
 from bench.rundir import RunError
 
@@ -140,20 +140,22 @@ def environment(v: Validation) -> str:
 # --- timers --------------------------------------------------------------------------------------------
 
 class HostRounds:
-    """What the harness uses of pytest-benchmark's fixture: `pedantic` times each round between two
-    time.perf_counter() calls, as pytest-benchmark does by default, and `stats.stats.data` keeps them."""
+    """What the harness uses of pytest-benchmark's fixture: `pedantic` times each round of `iterations`
+    calls between two time.perf_counter() calls and keeps the time per call in `stats.stats.data`, as
+    pytest-benchmark does by default."""
 
     def __init__(self):
         self.stats = None
 
     def pedantic(self, fn: Callable[[], None], rounds: int, iterations: int = 1, warmup_rounds: int = 0) -> None:
-        for _ in range(warmup_rounds):
+        for _ in range(warmup_rounds * iterations):
             fn()
         data = []
         for _ in range(rounds):
             start = time.perf_counter()
-            fn()
-            data.append(time.perf_counter() - start)
+            for _ in range(iterations):
+                fn()
+            data.append((time.perf_counter() - start) / iterations)
         self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
 
 
@@ -182,9 +184,11 @@ def timers(v: Validation) -> str:
             a @ b
 
         host = HostRounds()
-        fields = measure(lambda step=step, n=n: Workload(step, lambda n=n: 2 * n**3), host, Settings(v.device))
+        settings = Settings(v.device, warmup_s=WARMUP_S[v.device.type])
+        fields = measure(lambda step=step, n=n: Workload(step, lambda n=n: 2 * n**3), host, settings)
         harness = timing_stats(fields["rounds_s"])
         row = {"case": f"matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}", "rounds": harness["rounds"],
+               "iterations": fields["iterations"],
                "harness_ms": harness["median_s"] * 1e3, "harness_iqr_ms": harness["iqr_s"] * 1e3}
         if v.device.type == "cuda":
             from triton.testing import do_bench

@@ -1,6 +1,8 @@
 """The harness: FLOP counts against hand computations, training steps, and OOM cases recorded."""
 
+import gc
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from bench.cases import AttentionCase, Case
 from bench.harness import (
     PeakMemory,
     Settings,
+    TimedRound,
     Workload,
     attention_workload,
     count_flops,
@@ -227,6 +230,48 @@ def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
     # 0.1 s of rounds of at least 2 ms: at most 50, and well above min_rounds unless the machine stalls
     assert 5 <= len(row["rounds_s"]) <= 50 and len(calls) == len(row["rounds_s"]) + 2
     assert all(r >= 0.002 for r in row["rounds_s"])
+
+
+def busy(seconds: float) -> None:
+    """Spin for `seconds` (sleep cannot wait a few microseconds)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_a_50us_step_is_repeated_so_a_round_lasts_a_millisecond_and_timed_per_step(benchmark):
+    calls = []
+
+    def step():
+        calls.append(gc.isenabled())
+        busy(50e-6)
+
+    settings = Settings(device=CPU, max_time=0.05, min_rounds=3, warmup_rounds=2)
+    row = measure(lambda: Workload(step=step, flops=lambda: 0), benchmark, settings)
+    iterations, rounds = row["iterations"], len(row["rounds_s"])
+    assert 10 <= iterations <= 21  # ceil(1 ms / a warm-up round of 50 us or a little more)
+    assert all(50e-6 <= r < 500e-6 for r in row["rounds_s"])  # per step, not per round
+    # warm-up, the timed rounds, and pytest-benchmark's one extra call for the result
+    assert len(calls) == 2 + rounds * iterations + 1 and row["warmup_rounds"] == 2
+    assert calls[:2] == [True, True] and not any(calls[2:-1]) and gc.isenabled()  # no GC while timed
+    assert row["event_median_s"] is None  # no CUDA events on a CPU
+
+
+def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
+    settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=1, warmup_s=0.05)
+    row = measure(lambda: Workload(step=lambda: time.sleep(0.005), flops=lambda: 0), benchmark, settings)
+    assert row["warmup_s"] >= 0.05 and 5 <= row["warmup_rounds"] <= 11
+
+
+def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
+    synced, steps = [], []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(len(steps)))
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing: SimpleNamespace(
+        record=lambda: None, elapsed_time=lambda end: 6.0))
+    target = TimedRound(lambda: steps.append(None), 3, torch.device("cuda"))
+    for _ in range(7):  # two rounds of three, then pytest-benchmark's extra call
+        target()
+    assert synced == [3, 6] and target.event_seconds() == [0.002, 0.002]  # 6 ms over 3 steps
 
 
 CNN_PER_IMAGE = (conv_flops(3, 32, 32) + conv_flops(32, 32, 32) + conv_flops(32, 64, 16) + conv_flops(64, 64, 16)
