@@ -20,7 +20,8 @@ LIST_OPTIONS = {
     "models": (tuple(MODELS), "all", "models to benchmark"),
     "phases": (PHASES, "fwd,fwdbwd",
                "fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step"),
-    "precisions": (tuple(PRECISIONS), "fp32,amp_bf16", "fp32, or autocast to fp16 (with GradScaler) or bf16"),
+    "precisions": (tuple(PRECISIONS), "fp32,amp_bf16",
+                   "fp32 (IEEE), tf32 (TF32 tensor cores), or autocast to fp16 (with GradScaler) or bf16"),
     "attn": (tuple(ATTENTION), None, "attention implementations; default naive,sdpa in the model sweep, "
              "all in the attention micro-benchmark"),
 }

@@ -115,8 +115,8 @@ HELP = """\
                         efficientnet_b0, convnext_tiny, vit_b_16. Default: all
   --phases=NAMES        fwd = forward in inference mode; fwdbwd = forward, loss, backward; step = full training step.
                         Comma-separated, or all. Valid: fwd, fwdbwd, step. Default: fwd,fwdbwd
-  --precisions=NAMES    fp32, or autocast to fp16 (with GradScaler) or bf16. Comma-separated, or all. Valid: fp32,
-                        amp_fp16, amp_bf16. Default: fp32,amp_bf16
+  --precisions=NAMES    fp32 (IEEE), tf32 (TF32 tensor cores), or autocast to fp16 (with GradScaler) or bf16.
+                        Comma-separated, or all. Valid: fp32, tf32, amp_fp16, amp_bf16. Default: fp32,amp_bf16
   --attn=NAMES          attention implementations; default naive,sdpa in the model sweep, all in the attention
                         micro-benchmark. Comma-separated, or all. Valid: naive, sdpa, sdpa_flash, sdpa_efficient,
                         sdpa_cudnn, sdpa_math, triton.
