@@ -22,7 +22,7 @@ def run_bench(*args: str, path: str = "bench/test_models.py") -> subprocess.Comp
     ("--models", "cnn,alexnet", "--models: unknown name 'alexnet'; valid names: cnn, lstm, gru, encoder, decoder, "
                                 "resnet50, efficientnet_b0, convnext_tiny, vit_b_16 (or all)"),
     ("--phases", "bwd", "--phases: unknown name 'bwd'; valid names: fwd, fwdbwd, step (or all)"),
-    ("--precisions", "fp8", "--precisions: unknown name 'fp8'; valid names: fp32, amp_fp16, amp_bf16 (or all)"),
+    ("--precisions", "fp8", "--precisions: unknown name 'fp8'; valid names: fp32, tf32, amp_fp16, amp_bf16 (or all)"),
     ("--attn", "flash", "--attn: unknown name 'flash'; valid names: naive, sdpa, sdpa_flash, sdpa_efficient, "
                         "sdpa_cudnn, sdpa_math, triton (or all)"),
     ("--batch-sizes", "8,x", "--batch-sizes: expected positive integers separated by commas, got '8,x'"),
