@@ -74,25 +74,32 @@ ATTENTION: dict[str, AttentionImpl] = {
 }
 
 
-_OVERRIDE: ContextVar[str | None] = ContextVar("attention_override", default=None)
+_OVERRIDE: ContextVar[tuple[str, list] | None] = ContextVar("attention_override", default=None)
 
 
 @contextlib.contextmanager
-def override(name: str) -> Iterator[None]:
-    """Inside this block every `attend` call runs `name` instead of the implementation it asks for
-    (the harness counts FLOPs through naive attention, whose matmuls FlopCounterMode sees everywhere)."""
+def override(name: str) -> Iterator[list[tuple[int, int, int, int, int, bool]]]:
+    """Inside this block every `attend` call runs `name` instead of the implementation it asks for (the
+    harness counts FLOPs through naive attention, whose matmuls FlopCounterMode sees everywhere); yields
+    the calls' (batch, heads, seqlen_q, seqlen_k, head_dim, causal), as they are made."""
     if name not in ATTENTION:
         raise KeyError(f"unknown attention implementation {name!r}")
-    token = _OVERRIDE.set(name)
+    calls: list[tuple[int, int, int, int, int, bool]] = []
+    token = _OVERRIDE.set((name, calls))
     try:
-        yield
+        yield calls
     finally:
         _OVERRIDE.reset(token)
 
 
 def attend(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool) -> torch.Tensor:
     """Attention by registry name, or by the name an enclosing `override` gives."""
-    return ATTENTION[_OVERRIDE.get() or name].fn(q, k, v, causal=causal)
+    replaced = _OVERRIDE.get()
+    if replaced is None:
+        return ATTENTION[name].fn(q, k, v, causal=causal)
+    name, calls = replaced
+    calls.append((*q.shape[:3], k.shape[-2], q.shape[-1], causal))
+    return ATTENTION[name].fn(q, k, v, causal=causal)
 
 
 @functools.cache
@@ -117,6 +124,7 @@ def _probe(name: str, device_type: str, dtype: torch.dtype, head_dim: int, causa
 def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int, *,
                     causal: bool, with_backward: bool = False) -> int:
     """FLOPs of attention as FlashAttention's benchmarks count them: the two matmuls, 4*B*H*Sq*Sk*D
-    forward, halved under a causal mask; with the backward (2.5x the forward) 3.5x that."""
+    forward, halved under a causal mask (the models count causal attention the same way); with the
+    backward (2.5x the forward) 3.5x that."""
     forward = 4 * batch * heads * seqlen_q * seqlen_k * head_dim // (2 if causal else 1)
     return int(forward * 3.5) if with_backward else forward

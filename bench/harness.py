@@ -133,12 +133,16 @@ def _phase_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, pre
 def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = None,
                 backward: bool = False) -> int:
     """FLOPs of one round, by FlopCounterMode with bench.flops' formulas. Attention is counted as its
-    matmuls (the same for every implementation); submodules named in `analytic` (path -> forward FLOPs:
-    the RNNs, which the counter sees on some devices and not others) are replaced by that count, tripled
-    when there is a backward."""
-    with attention.override("naive"), FlopCounterMode(display=False, custom_mapping=FORMULAS) as counter:
+    matmuls (the same for every implementation; half the square under a causal mask); submodules named
+    in `analytic` (path -> forward FLOPs: the RNNs, which the counter sees on some devices and not
+    others) are replaced by that count, tripled when there is a backward."""
+    with attention.override("naive") as calls, FlopCounterMode(display=False, custom_mapping=FORMULAS) as counter:
         step()
     total = counter.get_total_flops()
+    for batch, heads, seqlen_q, seqlen_k, head_dim, causal in calls:  # naive attention computes the full
+        if causal:  # square; a causal mask counts half of it, as in the attention micro-benchmark
+            full = attention_flops(batch, heads, seqlen_q, seqlen_k, head_dim, causal=False)
+            total -= full // 2 * (3 if backward else 1)
     seen = counter.get_flop_counts()
     for path, forward in (analytic or {}).items():
         total -= sum(seen.get(f"{type(model).__name__}.{path}", {}).values())

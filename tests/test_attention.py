@@ -58,10 +58,13 @@ def test_override_runs_another_implementation_inside_the_block_only(monkeypatch)
     calls = []
     monkeypatch.setitem(ATTENTION, "spy", attention.AttentionImpl("spy", lambda q, k, v, causal: calls.append(causal)))
     q, k, v = qkv(5, 5)
-    with attention.override("spy"):
+    with attention.override("spy") as recorded:
         attention.attend("sdpa", q, k, v, causal=True)
-    assert calls == [True]
+        attention.attend("sdpa", q, k[:, :, :3], v[:, :, :3], causal=False)
+    assert calls == [True, False]
+    batch, heads, _, head_dim = q.shape
+    assert recorded == [(batch, heads, 5, 5, head_dim, True), (batch, heads, 5, 3, head_dim, False)]
     torch.testing.assert_close(attention.attend("sdpa", q, k, v, causal=False), naive(q, k, v, causal=False))
-    assert calls == [True]  # restored after the block
+    assert calls == [True, False]  # restored after the block
     with pytest.raises(KeyError, match="unknown attention implementation 'flash'"), attention.override("flash"):
         pass

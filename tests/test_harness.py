@@ -54,8 +54,11 @@ def test_attention_layer_flops_match_a_hand_count_for_every_implementation(attn,
     batch, seq, d = 3, 20, 256
     layer, x = SelfAttention(TransformerConfig(), attn, causal), torch.randn(batch, seq, d)
     projections = 2 * batch * seq * d * 3 * d + 2 * batch * seq * d * d
-    scores_and_values = 2 * (2 * batch * seq * seq * d)  # over all heads: heads * head_dim == d
+    scores_and_values = 2 * (2 * batch * seq * seq * d) // (2 if causal else 1)  # FlashAttention's convention
     assert count_flops(lambda: layer(x), layer) == projections + scores_and_values
+    # the backward: two matmuls per forward matmul, the causal half again
+    fwdbwd = count_flops(lambda: layer(x.requires_grad_()).sum().backward(), layer, backward=True)
+    assert fwdbwd == 3 * (projections + scores_and_values)
 
 
 def test_rnn_flops_use_the_analytic_recurrent_count():
