@@ -9,6 +9,8 @@ import pytest
 
 from bench.report import (
     _figure_grid,
+    _html_table,
+    _markdown,
     amp_speedups,
     attention_speedups,
     health_sections,
@@ -293,3 +295,19 @@ def test_the_environment_section_lists_each_field_with_its_value():
     assert environment.table.to_dict("records") == [{"field": "torch", "value": "2.14.1"},
                                                     {"field": "driver", "value": ""},
                                                     {"field": "cpu", "value": "Xeon"}]
+
+
+def test_tables_print_four_significant_digits_left_align_text_and_blank_missing_numbers():
+    table = pd.DataFrame({"case": ["a", None], "median_ms": [1.234567, np.nan], "flops": [1234567.0, 2.0],
+                          "noisy": [True, False]})
+    markdown = _markdown(table)
+    assert cells(markdown.splitlines()[0]) == ["case", "median_ms", "flops", "noisy"]  # no index column
+    assert cells(markdown.splitlines()[2])[1:3] == ["1.235", "1.235e+06"]
+    assert _markdown(table.iloc[0:0]) == "(none)"
+    page = _html_table(table)
+    assert ">1.235</td>" in page and ">1.235e+06</td>" in page and "1.23457" not in page
+    assert "nan" not in page.lower() and "None" not in page  # missing cells are blank
+    style = page.split("</style>")[0]
+    left = {cell.split("_", 2)[2] for cell in style.split("{")[0].replace(",", " ").split() if cell.startswith("#T")}
+    assert left == {"row0_col0", "row0_col3", "row1_col0", "row1_col3"}  # text and flags, not numbers
+    assert ">True</td>" in page
