@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import math
 import time
 import traceback
@@ -258,12 +259,20 @@ WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, Attentio
 def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     """Measure one case; the row's status is ok, skipped, oom or error (with the reason)."""
     row = Row.for_case(case, settings.device.type, fingerprint(settings.device.type))
-    row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32)
+    row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32,
+                  cudnn_benchmark=settings.device.type == "cuda")  # measure() searches on GPUs only
     reason = case.unavailable(settings.device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)
+    triton = importlib.import_module("kernels.flash_attention") if case.attention == "triton" else None
     try:
-        return row.but(**measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings))
+        if triton:
+            triton.forget_configs()
+        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings)
+        if triton:  # the autotuner's choice, which can differ between runs of the same code
+            chosen = triton.last_configs().items()
+            fields["triton_configs"] = "; ".join(f"{kernel}: {config}" for kernel, config in chosen)
+        return row.but(**fields)
     except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
         status = "oom" if is_oom(err) else "error"
         detail = (str(err).strip().splitlines() or [""])[0][:200]

@@ -21,7 +21,7 @@ COLUMNS = [
     "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
-    "iterations", "warmup_rounds", "warmup_s", "event_median_s",
+    "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
 ]
 
 
@@ -84,6 +84,8 @@ class Row:
     warmup_rounds: int | None = None
     warmup_s: float | None = None
     event_median_s: float | None = None  # CUDA events' median per step, beside the host's median_s
+    cudnn_benchmark: bool | None = None  # cuDNN searched for its fastest algorithms
+    triton_configs: str | None = None  # the Triton kernels' autotuned configs (--attn triton)
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None

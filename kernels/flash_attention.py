@@ -10,6 +10,7 @@ Layout `(batch, heads, seq, head_dim)`; `causal=True` is SDPA's `is_causal=True`
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -44,6 +45,8 @@ DQ_CONFIGS = _configs([(64, 32), (128, 64), (64, 64), (128, 32)], warps=(4, 8), 
 # dK/dV walk query blocks inside a key block: BLOCK_N is a multiple of BLOCK_M.
 DKDV_CONFIGS = _configs([(32, 64), (32, 128), (64, 64), (64, 128)], warps=(4, 8), stages=(2, 3))
 TUNING_KEY = ["seqlen_q", "seqlen_k", "HEAD_DIM", "CAUSAL"]
+# Autotuning results kept on disk between processes (Triton >= 3.2), so a second run times the same kernels.
+PERSIST = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
 
 @triton.jit
@@ -109,7 +112,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, of
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=TUNING_KEY)
+@triton.autotune(configs=FWD_CONFIGS, key=TUNING_KEY, **PERSIST)
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE,
               s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
@@ -187,7 +190,7 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, lse_base, de
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=TUNING_KEY)
+@triton.autotune(configs=DKDV_CONFIGS, key=TUNING_KEY, **PERSIST)
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta,
                    s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
@@ -250,7 +253,7 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, 
     return dq
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=TUNING_KEY)
+@triton.autotune(configs=DQ_CONFIGS, key=TUNING_KEY, **PERSIST)
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
                  s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
@@ -290,6 +293,21 @@ def shape_constexprs(dtype: torch.dtype, head_dim: int, causal: bool) -> dict:
     padded = max(16, triton.next_power_of_2(head_dim))
     return {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": padded, "EVEN_D": head_dim == padded, "CAUSAL": causal,
             "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
+
+
+AUTOTUNED = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
+
+
+def forget_configs() -> None:
+    """Clear what `last_configs` reports, before a new case."""
+    for kernel in AUTOTUNED.values():
+        kernel.best_config = None
+
+
+def last_configs() -> dict[str, str]:
+    """The config each kernel last ran with (autotuned, or read from the cache), by kernel."""
+    return {name: str(kernel.best_config) for name, kernel in AUTOTUNED.items()
+            if getattr(kernel, "best_config", None) is not None}
 
 
 class _FlashAttention(torch.autograd.Function):

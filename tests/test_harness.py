@@ -366,6 +366,20 @@ def test_the_training_step_uses_fused_adamw_on_cuda(device, fused):
     assert bool(optimizer["optimizer"].defaults["fused"]) is fused
 
 
+@pytest.mark.parametrize(("phase", "kernels"), [("fwd", ["fwd"]), ("fwdbwd", ["fwd", "dkdv", "dq"])])
+def test_a_triton_case_records_the_configs_its_kernels_ran_with(monkeypatch, benchmark, phase, kernels):
+    from bench import attention
+
+    monkeypatch.setitem(ATTENTION, "triton", AttentionImpl("triton", attention.triton_flash))  # no CUDA needed
+    attention._probe.cache_clear()  # in Triton's interpreter, as the kernel tests run
+    row = run_case(AttentionCase("triton", phase, "fp16", 20, 16, True, 1, 2), benchmark, FAST)
+    attention._probe.cache_clear()
+    assert row.status == "ok", row.reason
+    assert [part.split(": ", 1)[0] for part in row.triton_configs.split("; ")] == kernels
+    assert "BLOCK_M: 16, BLOCK_N: 16" in row.triton_configs and row.cudnn_benchmark is False
+    assert run_case(Case("cnn", "fwd", "fp32", 2), benchmark, FAST).triton_configs is None
+
+
 def test_oom_detection():
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"))
