@@ -8,17 +8,22 @@ import pandas as pd
 import pytest
 
 from bench.report import (
+    Section,
     _figure_grid,
     _html_table,
     _markdown,
     amp_speedups,
     attention_speedups,
     health_sections,
+    memory_sections,
     plot_attention,
     plot_breakdowns,
     plot_by_batch,
     profile_breakdowns,
+    profile_sections,
     recompute,
+    render,
+    throughput_sections,
     throughput_tables,
     write_report,
 )
@@ -311,3 +316,49 @@ def test_tables_print_four_significant_digits_left_align_text_and_blank_missing_
     left = {cell.split("_", 2)[2] for cell in style.split("{")[0].replace(",", " ").split() if cell.startswith("#T")}
     assert left == {"row0_col0", "row0_col3", "row1_col0", "row1_col3"}  # text and flags, not numbers
     assert ">True</td>" in page
+
+
+def test_a_report_written_twice_says_the_runs_peaks_and_embeds_its_plots(run_dir):
+    write_report(str(run_dir))
+    write_report(str(run_dir))  # `python -m bench report` on a run that has its report already
+    markdown = (run_dir / "summary.md").read_text()
+    assert "Calibrated matmul peaks (TFLOP/s): fp32 1, bf16 2." in markdown
+    assert 'src="data:image/png;base64,iVBORw0KGgo' in (run_dir / "report.html").read_text()  # a PNG, inline
+
+
+def test_render_lays_out_tables_plots_and_empty_sections(tmp_path):
+    plot = tmp_path / "p.png"
+    plot.write_bytes(b"png")
+    table = pd.DataFrame({"a": [1]})
+    markdown, page = render("T", "intro", [Section("table", table), Section("plot", pd.DataFrame(), plot),
+                                           Section("both", table, plot), Section("empty", pd.DataFrame())])
+    assert markdown == ("# T\n\nintro\n\n## table\n\n|   a |\n|----:|\n|   1 |\n\n## plot\n\n![p](plots/p.png)\n\n"
+                        "## both\n\n|   a |\n|----:|\n|   1 |\n\n![p](plots/p.png)\n\n## empty\n\n(none)\n\n")
+    body = page.split("<body>")[1]
+    assert body.count("<table") == 2 and body.count("<img") == 2 and body.count("<p class=note>(none)</p>") == 1
+    assert "</table>\n<h2>plot</h2><img" in body and "<h2>empty</h2><p class=note>(none)</p></body>" in body
+
+
+def test_throughput_plot_sits_under_the_last_table_and_memory_is_plotted_in_mib(monkeypatch, tmp_path):
+    plotted = []
+    monkeypatch.setattr("bench.report.plot_by_batch", lambda frame, value, label: plotted.append(
+        (list(frame[value]), label)) or "figure")
+    monkeypatch.setattr("bench.report._saved", lambda fig, path: path if fig else None)
+    ok = pd.DataFrame([{**model_case(m, "fwd", "fp32", 8, None, 1.0), "peak_mem_bytes": 3 * 2**20}
+                       for m in ("cnn", "resnet50")])
+    sections = throughput_sections(ok, tmp_path)
+    assert [s.plot for s in sections] == [None, tmp_path / "throughput_vs_batch.png"]
+    (memory,) = memory_sections(ok, tmp_path)
+    assert (memory.title, memory.plot) == ("Peak memory", tmp_path / "memory_vs_batch.png")
+    assert plotted == [([1.0, 1.0], "samples/s"), ([3.0, 3.0], "peak memory (MiB)")]
+    monkeypatch.setattr("bench.report._saved", lambda fig, path: None)  # nothing to plot: no section
+    assert memory_sections(ok, tmp_path) == []
+
+
+def test_profile_section_gives_percentages_per_case(tmp_path):
+    trace = tmp_path / "traces" / "c1"
+    trace.mkdir(parents=True)
+    pd.DataFrame({"category": ["attention", "other"], "share": [0.12345, 0.87655]}).to_csv(
+        trace / "breakdown.csv", index=False)
+    (section,) = profile_sections(tmp_path, tmp_path)
+    assert section.table.to_dict("records") == [{"case": "c1", "attention": 12.3, "other": 87.7}]
