@@ -164,8 +164,8 @@ def test_headline_figures_are_logged_as_tensorboard_scalars(run_dir):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert "cnn-fwd-fp32-b8/samples_per_s" in tags and len(tags) == 3 * len(ROUNDS)
-    value = events.Scalars("cnn-fwd-fp32-b8/samples_per_s")[0].value
-    assert value == pytest.approx(8 / np.median(ROUNDS["cnn-fwd-fp32-b8"]), rel=1e-5)
+    (point,) = events.Scalars("cnn-fwd-fp32-b8/samples_per_s")
+    assert point.value == pytest.approx(8 / np.median(ROUNDS["cnn-fwd-fp32-b8"]), rel=1e-5) and point.step == 0
 
 
 def model_rows() -> pd.DataFrame:
@@ -200,6 +200,7 @@ def test_throughput_plot_has_a_panel_per_model_and_a_line_per_config_over_sorted
     assert lines_of(cnn) == {"fwd fp32": ([8, 32], [100.0, 300.0])}
     assert lines_of(encoder) == {"fwd fp32 sdpa": ([4], [50.0])}
     assert (cnn.get_xscale(), [t.get_text() for t in cnn.get_xticklabels()]) == ("log", ["8", "32"])
+    assert cnn.xaxis.get_transform().base == 2
     assert (cnn.get_xlabel(), cnn.get_ylabel()) == ("batch size", "samples/s")
     assert [t.get_text() for t in cnn.get_legend().get_texts()] == ["fwd fp32"]
     assert plot_by_batch(model_rows().query("kind == 'attention'"), "samples_per_s", "samples/s") is None
@@ -311,10 +312,12 @@ def test_tables_print_four_significant_digits_left_align_text_and_blank_missing_
     assert _markdown(table.iloc[0:0]) == "(none)"
     page = _html_table(table)
     assert ">1.235</td>" in page and ">1.235e+06</td>" in page and "1.23457" not in page
-    assert "nan" not in page.lower() and "None" not in page  # missing cells are blank
+    assert "nan" not in page.lower() and "None" not in page and "XX" not in page
+    assert 'class="data row1 col0" ></td>' in page and 'class="data row1 col1" ></td>' in page  # blank
     style = page.split("</style>")[0]
     left = {cell.split("_", 2)[2] for cell in style.split("{")[0].replace(",", " ").split() if cell.startswith("#T")}
     assert left == {"row0_col0", "row0_col3", "row1_col0", "row1_col3"}  # text and flags, not numbers
+    assert style.split("{")[1].split("}")[0].strip() == "text-align: left;"
     assert ">True</td>" in page
 
 
@@ -323,6 +326,9 @@ def test_a_report_written_twice_says_the_runs_peaks_and_embeds_its_plots(run_dir
     write_report(str(run_dir))  # `python -m bench report` on a run that has its report already
     markdown = (run_dir / "summary.md").read_text()
     assert "Calibrated matmul peaks (TFLOP/s): fp32 1, bf16 2." in markdown
+    (run_dir / "calibration.json").unlink()
+    write_report(str(run_dir))
+    assert "Calibrated matmul peaks (TFLOP/s): none." in (run_dir / "summary.md").read_text()
     assert 'src="data:image/png;base64,iVBORw0KGgo' in (run_dir / "report.html").read_text()  # a PNG, inline
 
 
