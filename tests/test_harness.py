@@ -2,7 +2,6 @@
 
 import gc
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -165,6 +164,13 @@ def test_a_flop_count_that_runs_out_of_memory_keeps_the_timing(benchmark):
     assert row["reason"] == "FLOPs not counted: out of memory while counting"
 
 
+def test_an_analytic_count_stands_in_even_where_the_counter_saw_nothing(capsys):
+    model = nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    assert count_flops(lambda: model(x), model, {"recurrence": 1000}) == 2 * 2 * 4 * 4 + 1000
+    assert capsys.readouterr().out == ""  # the counter prints no table
+
+
 def test_rnn_backward_counts_three_times_the_analytic_forward():
     model = SentimentRNN("gru").train()
     batch = MODELS["gru"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
@@ -268,13 +274,25 @@ def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
 
 def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
     synced, steps = [], []
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(len(steps)))
-    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing: SimpleNamespace(
-        record=lambda: None, elapsed_time=lambda end: 6.0))
-    target = TimedRound(lambda: steps.append(None), 3, torch.device("cuda"))
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append((len(steps), device)))
+
+    class Event:  # records the steps done so far; a step "takes" 2 ms of GPU time
+        def __init__(self, enable_timing=False):
+            assert enable_timing is True
+            self.at = None
+
+        def record(self):
+            self.at = len(steps)
+
+        def elapsed_time(self, end):
+            return 2.0 * (end.at - self.at)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    target = TimedRound(lambda: steps.append(None), 3, cuda)
     for _ in range(7):  # two rounds of three, then pytest-benchmark's extra call
         target()
-    assert synced == [3, 6] and target.event_seconds() == [0.002, 0.002]  # 6 ms over 3 steps
+    assert synced == [(3, cuda), (6, cuda)] and target.event_seconds() == [0.002, 0.002]  # 2 ms a step
 
 
 CNN_PER_IMAGE = (conv_flops(3, 32, 32) + conv_flops(32, 32, 32) + conv_flops(32, 64, 16) + conv_flops(64, 64, 16)
@@ -315,6 +333,17 @@ def test_the_attention_backward_reaches_every_input():
                        strict=True))
     grads = [t.grad for t in closure["leaves"]]
     assert all(g is not None and g.dtype == torch.bfloat16 and g.abs().sum() > 0 for g in grads)
+    assert closure["grad_out"].dtype == torch.bfloat16  # no cast inside the timed step
+
+
+def test_attention_inputs_come_from_a_fixed_seed():
+    case = AttentionCase("naive", "fwdbwd", "fp16", 8, 16, False, 1, 2)
+    first, second = (attention_workload(case, CPU).step for _ in range(2))
+    tensors = [dict(zip(step.__code__.co_freevars, (c.cell_contents for c in step.__closure__), strict=True))
+               for step in (first, second)]
+    (q1, k1, v1), (q2, k2, v2) = (t["leaves"] for t in tensors)
+    assert all(torch.equal(a, b) for a, b in ((q1, q2), (k1, k2), (v1, v2)))
+    assert torch.equal(tensors[0]["grad_out"], tensors[1]["grad_out"]) and not torch.equal(q1, k1)
 
 
 def test_the_forward_phase_runs_in_inference_mode_and_fwdbwd_frees_old_gradients():
