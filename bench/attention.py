@@ -95,10 +95,9 @@ def override(name: str) -> Iterator[list[tuple[int, int, int, int, int, bool]]]:
 def attend(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool) -> torch.Tensor:
     """Attention by registry name, or by the name an enclosing `override` gives."""
     replaced = _OVERRIDE.get()
-    if replaced is None:
-        return ATTENTION[name].fn(q, k, v, causal=causal)
-    name, calls = replaced
-    calls.append((*q.shape[:3], k.shape[-2], q.shape[-1], causal))
+    if replaced is not None:
+        name, calls = replaced
+        calls.append((*q.shape[:3], k.shape[-2], q.shape[-1], causal))
     return ATTENTION[name].fn(q, k, v, causal=causal)
 
 
