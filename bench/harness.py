@@ -160,26 +160,22 @@ class PeakMemory:
         self.baseline: int | None = None
 
     def start(self) -> None:
-        """Measure from here: take the baseline (CPU) and start a new peak."""
-        gc.collect()
-        if self.device.type != "cuda":
-            _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
-            try:
-                self.baseline = self._status_bytes("VmRSS")
-            except OSError:  # not Linux: no resettable peak to read
-                self.baseline = None
-        self.reset_peak()
+        """Measure from here: start a new peak and take the baseline (CPU) it rises from."""
+        self.reset_peak(new_baseline=True)
 
-    def reset_peak(self) -> None:
-        """Start a new peak over the same baseline (the timed rounds' steady state after warm-up)."""
+    def reset_peak(self, new_baseline: bool = False) -> None:
+        """Start a new peak; over the same baseline unless asked (the timed rounds' steady state after
+        warm-up keeps the build's)."""
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        _MALLOC_TRIM(0)
+        _MALLOC_TRIM(0)  # hand freed heap back to the OS, or earlier cases' memory hides this one's
         try:
             Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
+            if new_baseline:
+                self.baseline = self._status_bytes("VmRSS")
+        except OSError:  # not Linux: no resettable peak to read
             self.baseline = None
 
     def peak_bytes(self) -> int | None:
