@@ -40,11 +40,16 @@ def sdpa(backend: SDPBackend | None) -> AttentionFn:
     return attn
 
 
-def triton_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
-    """archbench's Triton fused kernel (imported on first use, so triton loads only when asked)."""
-    from kernels import flash_attention
+def triton_flash(backward: str) -> AttentionFn:
+    """archbench's Triton fused kernel with the given backward (imported on first use, so triton loads
+    only when asked)."""
 
-    return flash_attention(q, k, v, causal=causal)
+    def attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        from kernels import flash_attention
+
+        return flash_attention(q, k, v, causal=causal, backward=backward)
+
+    return attn
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ ATTENTION: dict[str, AttentionImpl] = {
         AttentionImpl("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
         AttentionImpl("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION)),
         AttentionImpl("sdpa_math", sdpa(SDPBackend.MATH)),
-        AttentionImpl("triton", triton_flash, needs_cuda=True),
+        AttentionImpl("triton", triton_flash("split"), needs_cuda=True),
+        AttentionImpl("triton_1pass", triton_flash("single_pass"), needs_cuda=True),
     )
 }
 

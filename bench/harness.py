@@ -260,7 +260,8 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     reason = case.unavailable(settings.device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)
-    triton = importlib.import_module("kernels.flash_attention") if case.attention == "triton" else None
+    uses_triton = (case.attention or "").startswith("triton")
+    triton = importlib.import_module("kernels.flash_attention") if uses_triton else None
     try:
         if triton:
             triton.forget_configs()

@@ -1,15 +1,18 @@
 """FlashAttention-2 style fused attention in Triton, forward and backward.
 
 Forward: online softmax over key blocks in base 2 (scores pre-scaled by sm_scale * log2(e)), saving the
-log-sum-exp per query row. Backward: `delta = rowsum(dO * O)`, then one kernel per key block for dK and
-dV and one per query block for dQ, both recomputing the probabilities from the log-sum-exp. Blocks
-that need no mask (interior blocks, below the causal diagonal) run a loop compiled without masking.
+log-sum-exp per query row. Backward: `delta = rowsum(dO * O)`, then either ("split", the default) one
+kernel per key block for dK and dV and one per query block for dQ, both recomputing the probabilities
+from the log-sum-exp (7 matmuls per block pair, no atomics), or ("single_pass", FlashAttention-2's)
+one kernel per key block that also adds each query block's share of dQ with fp32 atomics (5 matmuls).
+Blocks that need no mask (interior blocks, below the causal diagonal) run a loop compiled without masking.
 
 Layout `(batch, heads, seq, head_dim)`; `causal=True` is SDPA's `is_causal=True` (top-left aligned).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -27,24 +30,74 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _configs(pairs: list[tuple[int, int]], warps: tuple[int, ...], stages: tuple[int, ...]) -> list[triton.Config]:
-    """Autotuning candidates; the interpreter gets one small config (it runs each block in NumPy)."""
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) autotuning candidates for Hopper. Forward, dK/dV and dQ: each
+# won some shape in two tuning rounds on an H200 (reports/baselines/nvidia-h200/kernel_configs.json).
+# The single pass is FlashAttention-2's shapes, up to 5 stages. Forward and dQ walk key blocks inside a
+# query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the other way round.
+TUNED = {
+    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
+    "dkdv": [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3)],
+    "dq": [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+    "single_pass": [(64, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 64, 4, 5)],
+}
+FALLBACK = (32, 32, 4, 1)  # small enough for any CUDA GPU's shared memory
+INTERPRETER = (16, 16, 4, 1)  # the interpreter runs each block in NumPy: one small config
+# Tiles a kernel streams through shared memory per pipeline stage (two of them: K and V, or Q and dO),
+# and the tiles it keeps resident, by the block dimension each spans.
+STREAMED = {"fwd": "BLOCK_N", "dq": "BLOCK_N", "dkdv": "BLOCK_M", "single_pass": "BLOCK_M"}
+RESIDENT = {"fwd": ("BLOCK_M",), "dq": ("BLOCK_M", "BLOCK_M"), "dkdv": ("BLOCK_N", "BLOCK_N"),
+            "single_pass": ("BLOCK_N", "BLOCK_N")}
+
+
+def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
+
+
+def _configs(kernel: str) -> list[triton.Config]:
     if _interpreting():
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    # The last config is small enough for any CUDA GPU's shared memory: the autotuner drops
-    # the configs a GPU cannot launch and keeps the fastest of the rest.
-    return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-        for m, n in pairs for w in warps for s in stages
-    ] + [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+        return [_config(*INTERPRETER)]
+    return [_config(*c) for c in TUNED[kernel] + [FALLBACK]]
 
 
-# Forward and dQ walk key blocks inside a query block: BLOCK_M is a multiple of BLOCK_N.
-FWD_CONFIGS = _configs([(128, 64), (128, 128), (64, 64), (128, 32)], warps=(4, 8), stages=(2, 3, 4))
-DQ_CONFIGS = _configs([(64, 32), (128, 64), (64, 64), (128, 32)], warps=(4, 8), stages=(2, 3))
-# dK/dV walk query blocks inside a key block: BLOCK_N is a multiple of BLOCK_M.
-DKDV_CONFIGS = _configs([(32, 64), (32, 128), (64, 64), (64, 128)], warps=(4, 8), stages=(2, 3))
-TUNING_KEY = ["seqlen_q", "seqlen_k", "HEAD_DIM", "CAUSAL"]
+def shared_bytes(kernel: str, config: triton.Config, head_dim_pad: int, element_size: int) -> int:
+    """Shared memory a config of `kernel` should need at most: the streamed tiles in every stage and the
+    resident tiles (Triton's own layouts need less; tests/test_flash_attention_compile.py checks)."""
+    streamed = 2 * config.num_stages * config.kwargs[STREAMED[kernel]]
+    resident = sum(config.kwargs[block] for block in RESIDENT[kernel])
+    return (streamed + resident) * head_dim_pad * element_size
+
+
+def fitting_configs(kernel: str, configs: list[triton.Config], head_dim_pad: int, element_size: int,
+                    shared_limit: int) -> list[triton.Config]:
+    """The configs worth compiling for this head dim and dtype on a GPU with `shared_limit` bytes per
+    block: the tuned ones that fit, or the fallback alone when none does."""
+    fallback = configs[-1]
+    fits = [c for c in configs[:-1] if shared_bytes(kernel, c, head_dim_pad, element_size) <= shared_limit]
+    return fits or [fallback]
+
+
+@functools.cache
+def _shared_limit(device_index: int) -> int:
+    return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
+
+
+def _pruner(kernel: str) -> dict:
+    """Triton's early pruning: drop the configs that cannot fit before any of them is compiled."""
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+        q = named_args["Q"]
+        head_dim_pad = {**named_args, **kwargs}["HEAD_DIM_PAD"]
+        return fitting_configs(kernel, configs, head_dim_pad, q.element_size(), _shared_limit(q.device.index))
+
+    return {"early_config_prune": prune}
+
+
+def seqlen_bucket(seqlen: int) -> int:
+    """Autotuning is keyed on sequence lengths rounded up to a power of two: seq 1000 reuses 1024's choice."""
+    return max(16, triton.next_power_of_2(seqlen))
+
+
+# Keys of the autotuning cache (the bucketed lengths are arguments the kernels do not read).
+TUNING_KEY = ["bucket_q", "bucket_k", "HEAD_DIM", "CAUSAL"]
 # Autotuning results kept on disk between processes (Triton >= 3.2), so a second run times the same kernels.
 PERSIST = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
@@ -112,11 +165,11 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, of
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=TUNING_KEY, **PERSIST)
+@triton.autotune(configs=_configs("fwd"), key=TUNING_KEY, prune_configs_by=_pruner("fwd"), **PERSIST)
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE,
               s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
-              n_heads, seqlen_q, seqlen_k, qk_scale,
+              n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale,
               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
               DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
@@ -162,12 +215,13 @@ def _attn_bwd_preprocess(Out, DO, Delta, seqlen_q, HEAD_DIM: tl.constexpr, HEAD_
 
 
 @triton.jit
-def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, lse_base, delta_base, offs_n, offs_d,
-                         lo, hi, seqlen_q, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
-                         CAUSAL: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                         BLOCK_M: tl.constexpr):
-    """Accumulate dK and dV of one key block over query blocks [lo, hi). Padded rows load as zeros,
-    which contribute nothing, so MASK only bounds the loads and applies the causal mask."""
+def _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, lse_base, delta_base, offs_n, offs_d,
+                       lo, hi, seqlen_q, seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
+                       CAUSAL: tl.constexpr, MASK: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Accumulate dK and dV of one key block over query blocks [lo, hi); with ATOMIC_DQ also add each query
+    block's share of dQ (fp32 atomics). Padded query rows load as zeros and contribute nothing, so MASK
+    only bounds the loads and applies the causal mask."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q = _load_tile(q_base + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd, offs_m, seqlen_q, offs_d,
@@ -181,22 +235,32 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, lse_base, de
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
         p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
+        if ATOMIC_DQ:  # padded keys (zeros) have p = exp2(-lse), inf on very negative rows: keep it out of dQ
+            p_t = tl.where(offs_n[:, None] < seqlen_k, p_t, 0.0)
         if MASK and CAUSAL:
             p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+        if ATOMIC_DQ:
+            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=DOT_PRECISION)
+            tl.atomic_add(dq_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], dq,
+                          mask=(offs_m < seqlen_q)[:, None] & (offs_d < HEAD_DIM)[None, :])
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=TUNING_KEY, **PERSIST)
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta,
-                   s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
-                   n_heads, seqlen_q, seqlen_k, qk_scale, sm_scale,
-                   HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
+                 s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
+                 n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
+                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                 ATOMIC_DQ: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
+    """One program per key block: dK and dV, and with ATOMIC_DQ the fp32 sums of dQ in DQ_ACC (the caller
+    multiplies them by sm_scale). K is not pre-scaled by sm_scale * log2(e), as Triton's tutorial does: the
+    scale is free inside exp2's FMA, and a pre-rounded K makes the recomputed scores drift from the
+    forward's (dQ error 3.6e-5 against PyTorch's 6.6e-7 in fp32 on the test with very negative scores)."""
     start_n = tl.program_id(0) * BLOCK_N
     off_hz = tl.program_id(1)
     off_z = (off_hz // n_heads).to(tl.int64)
@@ -210,34 +274,46 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta,
     q_base = Q + off_z * s_qz + off_h * s_qh
     row_base = off_hz.to(tl.int64) * seqlen_q
     do_base = DO + row_base * HEAD_DIM
+    dq_base = DQ_ACC + row_base * HEAD_DIM
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     full_q = (seqlen_q // BLOCK_M) * BLOCK_M
     if CAUSAL:  # queries before this key block never see it; those past its diagonal see all of it
         diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
-                                      offs_n, offs_d, start_n, diag_hi, seqlen_q, qk_scale, HEAD_DIM, EVEN_D,
-                                      CAUSAL, True, DOT_PRECISION, BLOCK_M)
+        dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+                                    Delta + row_base, offs_n, offs_d, start_n, diag_hi, seqlen_q, seqlen_k,
+                                    qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ, DOT_PRECISION, BLOCK_M)
         unmasked_lo = start_n + BLOCK_N
     else:
         unmasked_lo = 0
-    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
-                                  offs_n, offs_d, unmasked_lo, full_q, seqlen_q, qk_scale, HEAD_DIM, EVEN_D,
-                                  CAUSAL, False, DOT_PRECISION, BLOCK_M)
-    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, LSE + row_base, Delta + row_base,
-                                  offs_n, offs_d, tl.maximum(unmasked_lo, full_q), seqlen_q, seqlen_q, qk_scale,
-                                  HEAD_DIM, EVEN_D, CAUSAL, True, DOT_PRECISION, BLOCK_M)
+    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+                                Delta + row_base, offs_n, offs_d, unmasked_lo, full_q, seqlen_q, seqlen_k,
+                                qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, ATOMIC_DQ, DOT_PRECISION, BLOCK_M)
+    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+                                Delta + row_base, offs_n, offs_d, tl.maximum(unmasked_lo, full_q), seqlen_q,
+                                seqlen_q, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ,
+                                DOT_PRECISION, BLOCK_M)
     grad_base = off_hz.to(tl.int64) * seqlen_k * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     _store_tile(DK + grad_base, (dk * sm_scale).to(DK.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
     _store_tile(DV + grad_base, dv.to(DV.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
+
+
+# One kernel, two autotuners: the split backward's dK/dV, and the single pass that also sums dQ (zeroed
+# before each autotuning trial). ATOMIC_DQ is in the key so that their disk caches never mix.
+_attn_bwd_dkdv = triton.autotune(configs=_configs("dkdv"), key=TUNING_KEY + ["ATOMIC_DQ"],
+                                 prune_configs_by=_pruner("dkdv"), **PERSIST)(_attn_bwd_kv)
+_attn_bwd_single = triton.autotune(configs=_configs("single_pass"), key=TUNING_KEY + ["ATOMIC_DQ"],
+                                   prune_configs_by=_pruner("single_pass"), reset_to_zero=["DQ_ACC"],
+                                   **PERSIST)(_attn_bwd_kv)
 
 
 @triton.jit
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
                        seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
                        MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Accumulate dQ of one query block over key blocks [lo, hi); padded keys load as zeros and add nothing."""
+    """Accumulate dQ of one query block over key blocks [lo, hi). Padded keys load as zeros, so their
+    probability exp2(-lse) is masked to 0: for a row with very negative scores it is inf, and inf * 0 = NaN."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd, offs_n, seqlen_k, offs_d,
@@ -245,19 +321,22 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, 
         v = _load_tile(v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd, offs_n, seqlen_k, offs_d,
                        HEAD_DIM, MASK, EVEN_D)
         p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None])
-        if MASK and CAUSAL:
-            p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+        if MASK:
+            keep = offs_n[None, :] < seqlen_k
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None])
+            p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
     return dq
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=TUNING_KEY, **PERSIST)
+@triton.autotune(configs=_configs("dq"), key=TUNING_KEY, prune_configs_by=_pruner("dq"), **PERSIST)
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
                  s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
-                 n_heads, seqlen_q, seqlen_k, qk_scale, sm_scale,
+                 n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
@@ -295,7 +374,10 @@ def shape_constexprs(dtype: torch.dtype, head_dim: int, causal: bool) -> dict:
             "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
 
 
-AUTOTUNED = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
+AUTOTUNED = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq, "single_pass": _attn_bwd_single}
+# The constexprs that tell the two uses of the key-block backward kernel apart.
+FIXED_CONSTEXPRS = {"dkdv": {"ATOMIC_DQ": False}, "single_pass": {"ATOMIC_DQ": True}}
+BACKWARDS = ("split", "single_pass")
 
 
 def forget_configs() -> None:
@@ -312,7 +394,7 @@ def last_configs() -> dict[str, str]:
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, sm_scale: float):
+    def forward(ctx, q, k, v, causal: bool, sm_scale: float, backward: str):
         batch, heads, seqlen_q, _ = q.shape
         seqlen_k = k.shape[2]
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -323,9 +405,9 @@ class _FlashAttention(torch.autograd.Function):
             return triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads
 
         _attn_fwd[grid](q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k,
-                        sm_scale * LOG2E, **shape)
+                        seqlen_bucket(seqlen_q), seqlen_bucket(seqlen_k), sm_scale * LOG2E, **shape)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.sm_scale = causal, sm_scale
+        ctx.causal, ctx.sm_scale, ctx.backward = causal, sm_scale, backward
         return out
 
     @staticmethod
@@ -340,16 +422,25 @@ class _FlashAttention(torch.autograd.Function):
         _attn_bwd_preprocess[(triton.cdiv(seqlen_q, rows_per_block), batch * heads)](
             out, grad_out, delta, seqlen_q, head_dim, shape["HEAD_DIM_PAD"], rows_per_block)
 
-        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-        strides = (*q.stride(), *k.stride(), *v.stride())
-        sizes = (heads, seqlen_q, seqlen_k, ctx.sm_scale * LOG2E, ctx.sm_scale)
-        _attn_bwd_dkdv[lambda meta: (triton.cdiv(seqlen_k, meta["BLOCK_N"]), batch * heads)](
-            q, k, v, grad_out, dk, dv, lse, delta, *strides, *sizes, **shape)
+        args = (*q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k, seqlen_bucket(seqlen_q),
+                seqlen_bucket(seqlen_k), ctx.sm_scale * LOG2E, ctx.sm_scale)
+
+        def key_blocks(meta):
+            return triton.cdiv(seqlen_k, meta["BLOCK_N"]), batch * heads
+
+        if ctx.backward == "single_pass":
+            dq_sums = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+            _attn_bwd_single[key_blocks](q, k, v, grad_out, dk, dv, dq_sums, lse, delta, *args, **shape,
+                                         **FIXED_CONSTEXPRS["single_pass"])
+            return (dq_sums * ctx.sm_scale).to(q.dtype), dk, dv, None, None, None
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        _attn_bwd_dkdv[key_blocks](q, k, v, grad_out, dk, dv, lse, lse, delta, *args, **shape,
+                                   **FIXED_CONSTEXPRS["dkdv"])  # lse stands in for the unused DQ_ACC
         _attn_bwd_dq[lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_out, dq, lse, delta, *strides, *sizes, **shape)
-        return dq, dk, dv, None, None
+            q, k, v, grad_out, dq, lse, delta, *args, **shape)
+        return dq, dk, dv, None, None, None
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float | None) -> None:
@@ -383,13 +474,16 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: f
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                    sm_scale: float | None = None) -> torch.Tensor:
+                    sm_scale: float | None = None, backward: str = "split") -> torch.Tensor:
     """softmax(q @ k^T * sm_scale [+ causal mask]) @ v, fused; differentiable in q, k and v.
 
     `(batch, heads, seq, head_dim)` tensors of one dtype (fp16, bf16 or fp32; fp32 accumulation), any
     sequence lengths (seqlen_q may differ from seqlen_k), head_dim a multiple of 8 up to 128, any strides.
-    `sm_scale` defaults to 1/sqrt(head_dim). Raises ValueError for anything else.
+    `sm_scale` defaults to 1/sqrt(head_dim). `backward` is "split" (dK/dV and dQ in two kernels) or
+    "single_pass" (FlashAttention-2's, dQ summed with atomics). Raises ValueError for anything else.
     """
     _check_inputs(q, k, v, sm_scale)
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward {backward!r} is not one of {', '.join(BACKWARDS)}")
     scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return _FlashAttention.apply(q, k, v, bool(causal), scale)
+    return _FlashAttention.apply(q, k, v, bool(causal), scale, backward)

@@ -12,7 +12,7 @@ import triton
 
 from kernels import flash_attention
 
-kernel_module = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
+flash_attention_module = importlib.import_module("kernels.flash_attention")  # the package exports the function
 
 ERROR_MULTIPLE = 3  # FlashAttention's tests use 2 for the output; gradients pile up more rounding
 
@@ -40,13 +40,13 @@ def output_and_grads(attn, qkv, grad, dtype, causal):
     return [out.detach()] + [t.grad for t in leaves]
 
 
-def assert_matches_reference(qkv, grad, dtype, causal, sm_scale=None):
+def assert_matches_reference(qkv, grad, dtype, causal, sm_scale=None, backward="split"):
     """Output and gradients of the kernel within ERROR_MULTIPLE of PyTorch's own error in `dtype`."""
     def reference_attention(q, k, v, causal):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=sm_scale)
 
     def kernel_attention(q, k, v, causal):
-        return flash_attention(q, k, v, causal=causal, sm_scale=sm_scale)
+        return flash_attention(q, k, v, causal=causal, sm_scale=sm_scale, backward=backward)
 
     reference = output_and_grads(reference_attention, qkv, grad, torch.float64, causal)
     torch_low = output_and_grads(reference_attention, qkv, grad, dtype, causal)
@@ -58,33 +58,50 @@ def assert_matches_reference(qkv, grad, dtype, causal, sm_scale=None):
         assert ours_err <= ERROR_MULTIPLE * torch_err + FLOOR, f"{name}: {ours_err:.2e} vs {torch_err:.2e}"
 
 
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), SHAPES, ids=lambda x: str(x))
-def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_dim, dtype, causal):
-    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim), dtype, causal)
+def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_dim, dtype, causal, backward):
+    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim), dtype, causal, backward=backward)
+
+
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k"), [(17, 17), (20, 33), (33, 20)], ids=str)
+def test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, backward):
+    """Keys past a sequence's last full block load as zeros; where every real score is far below 0, the
+    probability exp2(0 - lse) of such a padded key is inf, and it must not reach a gradient (inf * 0 = NaN)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.full((1, 1, seqlen_q, 16), -5.0, dtype=torch.float64)
+    k = 5.0 + 0.01 * torch.randn(1, 1, seqlen_k, 16, generator=gen, dtype=torch.float64)
+    v, grad = torch.randn(1, 1, seqlen_k, 16, generator=gen), torch.randn(1, 1, seqlen_q, 16, generator=gen)
+    assert_matches_reference((q, k, v.double()), grad.double(), torch.float32, causal, backward=backward)
 
 
 @pytest.fixture
 def unequal_blocks(monkeypatch):
-    """Blocks of 64 queries x 32 keys in the forward and dQ kernels, 32 x 64 in dK/dV (each kernel's
-    block of its own rows is the larger): causal ranges then depend on which block size they use."""
+    """Blocks of 64 queries x 32 keys in the forward and dQ kernels, 32 x 64 in dK/dV and the single pass
+    (each kernel's block of its own rows is the larger): causal ranges then depend on which block size
+    they use."""
     def only(kernel, block_m, block_n):
         monkeypatch.setattr(kernel, "configs", [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n},
                                                               num_warps=4, num_stages=1)])
 
-    only(kernel_module._attn_fwd, 64, 32)
-    only(kernel_module._attn_bwd_dq, 64, 32)
-    only(kernel_module._attn_bwd_dkdv, 32, 64)
+    only(flash_attention_module._attn_fwd, 64, 32)
+    only(flash_attention_module._attn_bwd_dq, 64, 32)
+    only(flash_attention_module._attn_bwd_dkdv, 32, 64)
+    only(flash_attention_module._attn_bwd_single, 32, 64)
 
 
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize(("seqlen_q", "seqlen_k", "head_dim"), [(150, 150, 16), (100, 170, 32), (170, 90, 16)],
                          ids=lambda x: str(x))
 def test_unequal_query_and_key_blocks_match_the_reference(unequal_blocks, seqlen_q, seqlen_k, head_dim, dtype,
-                                                          causal):
-    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal)
+                                                          causal, backward):
+    assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal, backward=backward)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -133,6 +150,7 @@ GOOD = rand(1, 2, 8, 16)
     ((rand(1, 2, 8, 136),) * 3, {}, "head_dim 136 is not supported"),
     ((rand(1, 2, 0, 16),) * 3, {}, "empty input"),
     ((GOOD, GOOD, GOOD), {"sm_scale": -1.0}, "sm_scale must be a positive number"),
+    ((GOOD, GOOD, GOOD), {"backward": "fused"}, "backward 'fused' is not one of split, single_pass"),
     ((GOOD, GOOD, rand(1, 2, 8, 16, device="meta")), {}, "must be on one device"),
     ((rand(1, 2, 8, 16, device="meta"),) * 3, {}, "need a CUDA GPU"),
 ])

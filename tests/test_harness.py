@@ -395,13 +395,16 @@ def test_the_training_step_uses_fused_adamw_on_cuda(device, fused):
     assert bool(optimizer["optimizer"].defaults["fused"]) is fused
 
 
-@pytest.mark.parametrize(("phase", "kernels"), [("fwd", ["fwd"]), ("fwdbwd", ["fwd", "dkdv", "dq"])])
-def test_a_triton_case_records_the_configs_its_kernels_ran_with(monkeypatch, benchmark, phase, kernels):
+@pytest.mark.parametrize(("impl", "backward", "phase", "kernels"), [
+    ("triton", "split", "fwd", ["fwd"]), ("triton", "split", "fwdbwd", ["fwd", "dkdv", "dq"]),
+    ("triton_1pass", "single_pass", "fwdbwd", ["fwd", "single_pass"])])
+def test_a_triton_case_records_the_configs_its_kernels_ran_with(monkeypatch, benchmark, impl, backward, phase,
+                                                                kernels):
     from bench import attention
 
-    monkeypatch.setitem(ATTENTION, "triton", AttentionImpl("triton", attention.triton_flash))  # no CUDA needed
+    monkeypatch.setitem(ATTENTION, impl, AttentionImpl(impl, attention.triton_flash(backward)))  # no CUDA needed
     attention._probe.cache_clear()  # in Triton's interpreter, as the kernel tests run
-    row = run_case(AttentionCase("triton", phase, "fp16", 20, 16, True, 1, 2), benchmark, FAST)
+    row = run_case(AttentionCase(impl, phase, "fp16", 20, 16, True, 1, 2), benchmark, FAST)
     attention._probe.cache_clear()
     assert row.status == "ok", row.reason
     assert [part.split(": ", 1)[0] for part in row.triton_configs.split("; ")] == kernels

@@ -91,7 +91,8 @@ def test_defaults_give_the_quick_sweep():
     assert Case("cnn", "fwd", "fp32", 8) in opts.cases
     assert {c.attention for c in opts.cases if c.model == "encoder"} == {"naive", "sdpa"}  # the model default
     assert {c.attention for c in opts.attention_cases} == {"naive", "sdpa", "sdpa_flash", "sdpa_efficient",
-                                                           "sdpa_cudnn", "sdpa_math", "triton"}
+                                                           "sdpa_cudnn", "sdpa_math", "triton",
+                                                           "triton_1pass"}
 
 
 def test_values_reach_the_cases_and_the_run(tmp_path):
