@@ -22,9 +22,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def _given(config: pytest.Config, name: str) -> bool:
+    """Whether the command line names this option (pytest-benchmark's options always have a value)."""
+    flag = "--" + name.replace("_", "-")
+    return any(arg == flag or arg.startswith(flag + "=") for arg in config.invocation_params.args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        config.stash[OPTIONS] = SweepOptions.from_values(config.getoption)
+        config.stash[OPTIONS] = SweepOptions.from_values(config.getoption, lambda name: _given(config, name))
     except OptionError as err:
         raise pytest.UsageError(str(err)) from None
 

@@ -91,15 +91,17 @@ class AttentionCase:
         return ATTENTION[self.attention].unavailable(device, self.torch_dtype, self.head_dim, causal=self.causal)
 
 
-def attention_sweep(attentions: list[str], phases: list[str], size: str) -> list[AttentionCase]:
-    """Every implementation over sequence lengths, head dims, masks, fp16/bf16, fwd and fwdbwd."""
+def attention_sweep(attentions: list[str], phases: list[str], size: str, dtypes: tuple[str, ...] | None = None,
+                    seqlens: tuple[int, ...] | None = None) -> list[AttentionCase]:
+    """Every implementation over sequence lengths, head dims, masks, dtypes (fp16 and bf16 unless given),
+    fwd and fwdbwd."""
     shape = ATTENTION_SHAPES[size]
     return [
         AttentionCase(attn, phase, dtype, seqlen, head_dim, causal, shape["batch"], shape["heads"])
         for phase in phases if phase != "step"
-        for dtype in ATTENTION_DTYPES
+        for dtype in dtypes or ATTENTION_DTYPES
         for causal in (False, True)
         for head_dim in shape["head_dims"]
-        for seqlen in shape["seqlens"]
+        for seqlen in seqlens or shape["seqlens"]
         for attn in attentions
     ]

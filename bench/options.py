@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,6 +86,51 @@ def check_profile_steps(steps: int) -> int:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named sweep: model cases in parts (each part's list options make a product of their own), the
+    attention micro-benchmark's implementations, phases, dtypes and sequence lengths, and the timing."""
+
+    size: str
+    parts: tuple[dict[str, str], ...]
+    attention: dict[str, Any]
+    max_time: float
+    min_rounds: int
+
+
+PRESETS = {
+    # Every model at full size under three precisions with SDPA, every attention implementation in the
+    # attention models, a training step for two models, and the attention micro-benchmark from 1k to 16k:
+    # about 4 minutes on an H100 (short timing before fewer cases).
+    "gpu": Preset(
+        size="full",
+        parts=(
+            {"models": "all", "phases": "fwd,fwdbwd", "precisions": "fp32,amp_fp16,amp_bf16", "attn": "sdpa"},
+            {"models": "encoder,decoder", "phases": "fwdbwd", "precisions": "amp_bf16", "attn": "all",
+             "batch_sizes": "32"},
+            {"models": "cnn,encoder", "phases": "step", "precisions": "amp_bf16", "attn": "sdpa", "batch_sizes": "128"},
+        ),
+        attention={"attn": "triton,triton_1pass,sdpa_flash,sdpa_efficient,sdpa_cudnn", "phases": "fwd,fwdbwd",
+                   "dtypes": ("bf16",), "seqlens": (1024, 4096, 16384)},
+        max_time=0.1,
+        min_rounds=3,
+    ),
+}
+
+
+def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str) -> list[Case]:
+    """The model cases of one part of a sweep: each list option from the command line, else the part's,
+    else its default."""
+    def value(opt: str) -> str | None:
+        return get(opt) or part.get(opt)
+
+    names = {opt: parse_names(opt, value(opt) or default or "all", valid)
+             for opt, (valid, default, _) in LIST_OPTIONS.items()}
+    model_attns = names["attn"] if value("attn") else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
+    return sweep(names["models"], names["phases"], names["precisions"], parse_batch_sizes(value("batch_sizes")),
+                 model_attns, size)
+
+
+@dataclass(frozen=True)
 class SweepOptions:
     """The validated options: what to sweep, where to run it, how long to time it, where its files go."""
 
@@ -100,30 +147,54 @@ class SweepOptions:
     profile_stacks: bool = False
 
     @classmethod
-    def from_values(cls, get) -> SweepOptions:
-        """Build from an option getter (`config.getoption`); raises OptionError on bad input."""
-        names = {opt: parse_names(opt, get(opt) or "all", valid) for opt, (valid, _, _) in LIST_OPTIONS.items()}
-        model_attns = names["attn"] if get("attn") else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
-        size = parse_choice("size", get("size"), SIZES)
-        cases = sweep(names["models"], names["phases"], names["precisions"],
-                      parse_batch_sizes(get("batch_sizes")), model_attns, size)
+    def from_values(cls, get: Callable[[str], Any], given: Callable[[str], bool] = lambda name: False) -> SweepOptions:
+        """Build from an option getter (`config.getoption`; a list option not given is None) and, for the
+        options with pytest-benchmark's own defaults, whether the command line gave them; raises
+        OptionError on bad input. A preset's values stand in for every option not given."""
+        preset = PRESETS[parse_choice("preset", get("preset"), tuple(PRESETS))] if get("preset") else None
+        size = parse_choice("size", get("size") or (preset.size if preset else "quick"), SIZES)
+        cases = [case for part in (preset.parts if preset else ({},)) for case in _part_cases(get, part, size)]
+        micro = preset.attention if preset else {}
+
+        def micro_names(opt: str) -> list[str]:
+            return parse_names(opt, get(opt) or micro.get(opt) or LIST_OPTIONS[opt][1] or "all", LIST_OPTIONS[opt][0])
+
+        attention_cases = attention_sweep(micro_names("attn"), micro_names("phases"), size,
+                                          dtypes=micro.get("dtypes"), seqlens=micro.get("seqlens"))
+        timing = {opt: get(f"benchmark_{opt}") if preset is None or given(f"benchmark_{opt}") else getattr(preset, opt)
+                  for opt in ("max_time", "min_rounds")}
         reports_dir = Path(get("reports_dir")) if get("reports_dir") else REPORTS_DIR
         run_id = check_run_id(get("run_id") or default_run_id())
         if get("run_id") and (reports_dir / run_id).exists():
             raise OptionError(f"--run-id: {reports_dir / run_id} already exists; choose another run id")
         return cls(
-            cases=tuple(cases),
-            attention_cases=tuple(attention_sweep(names["attn"], names["phases"], size)),
+            cases=tuple(dict.fromkeys(cases)),
+            attention_cases=tuple(attention_cases),
             device=resolve_device(get("device")),
             run_id=run_id,
             run_id_given=bool(get("run_id")),
             reports_dir=reports_dir,
-            max_time=float(get("benchmark_max_time")),
-            min_rounds=int(get("benchmark_min_rounds")),
+            max_time=float(timing["max_time"]),
+            min_rounds=int(timing["min_rounds"]),
             profile=bool(get("profile")),
             profile_steps=check_profile_steps(get("profile_steps")),
             profile_stacks=bool(get("profile_stacks")),
         )
+
+
+def preset_triton_keys(name: str) -> set[tuple[str, torch.dtype, int, bool]]:
+    """(backward, dtype, head dim, causal) of every Triton attention the preset runs: what autotuning
+    compiles for (tests/hopper_compile.py --preset counts it)."""
+    options = SweepOptions.from_values({"preset": name, "device": "cpu", "profile_steps": 3}.get)
+    backward = {"triton": "split", "triton_1pass": "single_pass"}
+    keys = {(backward[c.attention], c.torch_dtype, c.head_dim, c.causal)
+            for c in options.attention_cases if c.attention in backward}
+    for case in options.cases:
+        if case.attention in backward:
+            spec = MODELS[case.model]
+            dtype = PRECISIONS[case.precision].compute_dtype
+            keys.add((backward[case.attention], dtype, spec.head_dim, spec.causal))
+    return keys
 
 
 def add_options(parser) -> None:
@@ -131,13 +202,19 @@ def add_options(parser) -> None:
     group = parser.getgroup("archbench", "archbench sweep (pytest bench --benchmark-only)")
     for option, (valid, default, text) in LIST_OPTIONS.items():
         shown = f" Default: {default}" if default else ""
-        group.addoption(f"--{option}", default=default, metavar="NAMES",
+        group.addoption(f"--{option}", default=None, metavar="NAMES",
                         help=f"{text}. Comma-separated, or all. Valid: {', '.join(valid)}.{shown}")
     group.addoption("--batch-sizes", default=None, metavar="N,N",
                     help="batch sizes for every model, comma-separated. Default: each model's own for --size")
     group.addoption("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
-    group.addoption("--size", default="quick",
-                    help="quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512)")
+    group.addoption("--size", default=None,
+                    help="quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512). "
+                         "Default: quick, or the preset's")
+    group.addoption("--preset", default=None, metavar="NAME",
+                    help=f"a named sweep. Valid: {', '.join(PRESETS)} (every model at full size under fp32, "
+                         "amp_fp16 and amp_bf16, every attention implementation, the attention micro-benchmark "
+                         "at seq 1k-16k, short timing: about 4 minutes on an H100). Options given beside it "
+                         "override its values")
     group.addoption("--run-id", default=None,
                     help="name of this run's folder under the reports dir. Default: timestamp-host")
     group.addoption("--reports-dir", default=None,

@@ -1,11 +1,10 @@
-"""A machine's first run in one command (`python -m bench validate --out DIR`): the timers against each
-other, the Triton kernel against every SDPA backend, a sweep with its report, an A/A gate and two profiled
-cases. Each stage is time-boxed and logged; one that fails is recorded and the next one runs, so a rare
-GPU session is never lost to one broken stage."""
+"""A machine's first run in one command (`python -m bench validate --out DIR`): the GPU tests, the timers
+against each other, the Triton kernel against every SDPA backend, the GPU preset's sweep with its report,
+an A/A gate and two profiled cases. Each stage is time-boxed and logged; one that fails is recorded and
+the next one runs, so a rare GPU session is never lost to one broken stage."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math
@@ -15,10 +14,11 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from xml.etree import ElementTree
 
 import pandas as pd
 import torch
@@ -29,11 +29,12 @@ from bench.row import timing_stats
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("environment", "timers", "kernel", "sweep", "gate", "profile")
+STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile")
 # Seconds each stage may take; a sweep past its budget is interrupted and keeps the cases it finished.
 BUDGET_S = {
-    "quick": {"environment": 30, "timers": 60, "kernel": 120, "sweep": 180, "gate": 180, "profile": 120},
-    "full": {"environment": 20, "timers": 45, "kernel": 170, "sweep": 150, "gate": 110, "profile": 40},
+    "quick": {"environment": 30, "tests": 120, "timers": 60, "kernel": 120, "sweep": 180, "gate": 180,
+              "profile": 120},
+    "full": {"environment": 20, "tests": 240, "timers": 45, "kernel": 120, "sweep": 300, "gate": 110, "profile": 40},
 }
 # Square matmuls of about 0.1 ms, 5 ms and 100 ms (bf16 on an H100; fp32 on a 2-core CPU).
 TIMER_SIZES = {"cuda": (3072, 12288, 32768), "cpu": (128, 512, 1536)}
@@ -43,20 +44,14 @@ KERNEL_SHAPES = {
     "quick": {"seqlens": (128, 256), "head_dims": (64,), "tokens": 512, "hidden": 256},
     "full": {"seqlens": (1024, 4096, 16384), "head_dims": (64, 128), "tokens": 16384, "hidden": 2048},
 }
-KERNEL_IMPLS = ("triton", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
-# The autotuning candidates of the kernel stage, (BLOCK_M, BLOCK_N, warps, stages): few enough to compile in
-# seconds per (head dim, mask); each won some shape in the two tuning rounds on an H200 (reports/baselines/).
-TUNING_ROUND = {
-    "_attn_fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
-    "_attn_bwd_dkdv": [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3)],
-    "_attn_bwd_dq": [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-}
-# pytest arguments of the subprocess stages, by size: the sweep, one A/A run, the profiled cases.
+TRITON_IMPLS = ("triton", "triton_1pass")  # the two backwards, timed side by side
+KERNEL_IMPLS = (*TRITON_IMPLS, "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
+# pytest arguments of the subprocess stages, by size: the GPU tests, the sweep, one A/A run, the profiled cases.
+TEST_ARGS = ["-m", "gpu", "tests/", "-q", "-p", "no:cacheprovider", "-rfs"]
 SWEEP_ARGS = {
     "quick": ["bench/test_models.py", "--models", "cnn,encoder", "--precisions", "fp32", "--batch-sizes", "2",
               "--attn", "sdpa", "--benchmark-max-time", "0.05", "--benchmark-min-rounds", "3"],
-    "full": ["bench/test_models.py", "--precisions", "amp_bf16", "--attn", "sdpa",
-             "--benchmark-max-time", "0.3", "--benchmark-min-rounds", "5"],
+    "full": ["bench", "--preset", "gpu"],
 }
 AA_ARGS = {
     "quick": ["bench/test_attention.py", "--attn", "sdpa", "--phases", "fwd", "-k", "d64",
@@ -94,12 +89,16 @@ class Validation:
     def budget(self, stage: str) -> float:
         return BUDGET_S[self.size][stage]
 
+    def sweep(self, name: str, args: list[str], budget: float) -> int:
+        """Run a pytest sweep into runs/<name> (see `pytest`)."""
+        size = [] if "--preset" in args else ["--size", self.size]
+        return self.pytest(name, [*args, "--benchmark-only", "-q", "-p", "no:cacheprovider", "--device",
+                                  self.device.type, *size, "--run-id", name, "--reports-dir", str(self.runs)], budget)
+
     def pytest(self, name: str, args: list[str], budget: float) -> int:
-        """Run a pytest sweep into runs/<name>; past the budget it gets SIGINT, which ends the session
-        normally (results, JSON and report of the cases done), then SIGKILL if it does not stop."""
-        command = [sys.executable, "-m", "pytest", *args, "--benchmark-only", "-q", "-p", "no:cacheprovider",
-                   "--device", self.device.type, "--size", self.size, "--run-id", name,
-                   "--reports-dir", str(self.runs)]
+        """Run pytest, logging to <name>.log; past the budget it gets SIGINT, which ends the session
+        normally (a sweep keeps the results, JSON and report of the cases done), then SIGKILL."""
+        command = [sys.executable, "-m", "pytest", *args]
         self.log(" ".join(command))
         with open(self.out / f"{name}.log", "w") as log:
             proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -136,6 +135,21 @@ def environment(v: Validation) -> str:
     return f"{info['device_name']}; matmul TFLOP/s " + ", ".join(f"{k} {peaks[k]:.1f}" for k in peaks)
 
 
+# --- GPU tests -----------------------------------------------------------------------------------------
+
+def tests(v: Validation) -> str:
+    """The tests marked `gpu` (timer agreement, the kernel at real shapes, OOM recording, every model's
+    step); without a GPU each is skipped, which rehearses their collection."""
+    code = v.pytest("tests", [*TEST_ARGS, "--junitxml", str(v.out / "tests.xml")], v.budget("tests"))
+    if not (v.out / "tests.xml").exists():
+        raise RunError(f"pytest wrote no report (exit code {code}; see tests.log)")
+    suite = ElementTree.parse(v.out / "tests.xml").getroot().find("testsuite")
+    detail = ", ".join(f"{suite.get(key)} {key}" for key in ("tests", "failures", "errors", "skipped"))
+    if code != 0:
+        raise RunError(f"pytest exit code {code}; {detail} (see tests.log)")
+    return detail
+
+
 # --- timers --------------------------------------------------------------------------------------------
 
 class HostRounds:
@@ -158,62 +172,43 @@ class HostRounds:
         self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
 
 
+def timer_row(n: int, device: torch.device) -> dict:
+    """One n x n x n matmul timed by the harness (host clock around rounds), by CUDA events over the same
+    rounds and by triton.testing.do_bench; on a GPU, how far the harness's median is from the other two."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+
+    def step() -> None:
+        a @ b
+
+    host = HostRounds()
+    fields = measure(lambda: Workload(step, lambda: 2 * n**3), host, Settings(device, warmup_s=WARMUP_S[device.type]))
+    harness = timing_stats(fields["rounds_s"])
+    row = {"case": f"matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}", "rounds": harness["rounds"],
+           "iterations": fields["iterations"],
+           "harness_ms": harness["median_s"] * 1e3, "harness_iqr_ms": harness["iqr_s"] * 1e3}
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        row["events_ms"] = fields["event_median_s"] * 1e3  # CUDA events around the same rounds
+        row["do_bench_ms"] = do_bench(step, warmup=100, rep=max(100, 20 * row["events_ms"]), return_mode="median")
+        row["harness_vs_events_pct"] = 100 * (row["harness_ms"] / row["events_ms"] - 1)
+        row["harness_vs_do_bench_pct"] = 100 * (row["harness_ms"] / row["do_bench_ms"] - 1)
+        row["overhead_us"] = (row["harness_ms"] - row["events_ms"]) * 1e3
+    row["tflops"] = 2 * n**3 / (row["harness_ms"] / 1e3) / 1e12
+    return row
+
+
 def timers(v: Validation) -> str:
-    """The harness's host median against CUDA events over the same rounds and triton.testing.do_bench on
-    matmuls of ~0.1, 5 and 100 ms: the differences are the overhead of timing from the host."""
-    dtype = torch.bfloat16 if v.device.type == "cuda" else torch.float32
-    rows = []
-    for n in TIMER_SIZES[v.device.type]:
-        a, b = (torch.randn(n, n, device=v.device, dtype=dtype) for _ in range(2))
-
-        def step(a=a, b=b) -> None:
-            a @ b
-
-        host = HostRounds()
-        settings = Settings(v.device, warmup_s=WARMUP_S[v.device.type])
-        fields = measure(lambda step=step, n=n: Workload(step, lambda n=n: 2 * n**3), host, settings)
-        harness = timing_stats(fields["rounds_s"])
-        row = {"case": f"matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}", "rounds": harness["rounds"],
-               "iterations": fields["iterations"],
-               "harness_ms": harness["median_s"] * 1e3, "harness_iqr_ms": harness["iqr_s"] * 1e3}
-        if v.device.type == "cuda":
-            from triton.testing import do_bench
-
-            row["events_ms"] = fields["event_median_s"] * 1e3  # CUDA events around the same rounds
-            row["do_bench_ms"] = do_bench(step, warmup=100, rep=max(100, 20 * row["events_ms"]),
-                                          return_mode="median")
-            row["harness_vs_events_pct"] = 100 * (row["harness_ms"] / row["events_ms"] - 1)
-            row["harness_vs_do_bench_pct"] = 100 * (row["harness_ms"] / row["do_bench_ms"] - 1)
-            row["overhead_us"] = (row["harness_ms"] - row["events_ms"]) * 1e3
-        row["tflops"] = 2 * n**3 / (row["harness_ms"] / 1e3) / 1e12
-        rows.append(row)
-        del a, b
-    table = pd.DataFrame(rows)
+    """The harness against CUDA events and do_bench on matmuls of ~0.1, 5 and 100 ms: the differences are
+    the overhead of timing from the host."""
+    table = pd.DataFrame([timer_row(n, v.device) for n in TIMER_SIZES[v.device.type]])
     table.to_csv(v.out / "timers.csv", index=False)
     (v.out / "timers.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
-    return f"{len(rows)} cases"
+    return f"{len(table)} cases"
 
 
 # --- kernel against SDPA -------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def tuning_round() -> Iterator[dict]:
-    """Narrow the Triton kernels' autotuning to TUNING_ROUND for the stage; yields the autotuners, whose
-    `cache` afterwards holds the winning config per key."""
-    import triton
-
-    module = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
-    tuners = {name: getattr(module, name) for name in TUNING_ROUND}
-    saved = {name: tuner.configs for name, tuner in tuners.items()}
-    for name, tuner in tuners.items():
-        tuner.configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-                         for m, n, w, s in TUNING_ROUND[name]]
-    try:
-        yield tuners
-    finally:
-        for name, tuner in tuners.items():
-            tuner.configs = saved[name]
-
 
 def median_ms(fn: Callable[[], object], device: torch.device, grads: list[torch.Tensor] | None = None) -> float:
     """Median milliseconds of fn: do_bench (CUDA events, L2 flushed) on a GPU, torch.utils.benchmark on a CPU."""
@@ -230,16 +225,15 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.detach().double() - ref.detach()).norm() / ref.detach().norm())
 
 
-def check_triton(device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool, seqlen: int) -> dict:
-    """The kernel's output and gradients against float64 naive attention on fresh random inputs; an
-    error is recorded in the row."""
-    from kernels import flash_attention
-
-    row = {"seqlen": seqlen, "head_dim": head_dim, "causal": causal}
+def check_triton(device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool, seqlen: int,
+                 impl: str = "triton") -> dict:
+    """The kernel's output and gradients (`impl` picks the backward) against float64 naive attention on
+    fresh random inputs; an error is recorded in the row."""
+    row = {"impl": impl, "seqlen": seqlen, "head_dim": head_dim, "causal": causal}
     try:
         q, k, v, grad = (torch.randn(2, 4, seqlen, head_dim, device=device, dtype=dtype) for _ in range(4))
         leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-        out = flash_attention(*leaves, causal=causal)
+        out = ATTENTION[impl].fn(*leaves, causal=causal)
         out.backward(grad)
         ref_leaves = [t.double().requires_grad_() for t in (q, k, v)]
         ref = naive(*ref_leaves, causal=causal)
@@ -279,52 +273,55 @@ def time_attention(impl: str, device: torch.device, dtype: torch.dtype, shape: t
 
 
 def kernel_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """TFLOP/s per shape and implementation, forward and backward, with the kernel against the best SDPA."""
+    """TFLOP/s per shape and implementation, forward and backward, with each Triton variant against the
+    best SDPA backend."""
     ok = frame[frame["status"] == "ok"]
     tables = {}
     for phase in ("fwd", "bwd") if not ok.empty else ():
         table = ok.pivot_table(index=["causal", "head_dim", "seqlen"], columns="impl", values=f"{phase}_tflops")
         sdpa = [c for c in table.columns if c.startswith("sdpa")]
-        if "triton" in table.columns and sdpa:
+        if sdpa:
+            best = table[sdpa].max(axis=1)
             table["best_sdpa"] = table[sdpa].idxmax(axis=1)
-            table["triton_vs_best"] = table["triton"] / table[sdpa].max(axis=1)
+            for impl in (c for c in TRITON_IMPLS if c in table.columns):
+                table[f"{impl}_vs_best"] = table[impl] / best
         tables[phase] = table.reset_index()
     return tables
 
 
 def kernel(v: Validation) -> str:
-    """The Triton kernel's accuracy against float64, then its TFLOP/s against each SDPA backend per shape
-    (the autotuner limited to TUNING_ROUND; its winners are saved)."""
+    """The Triton kernel's accuracy against float64 with each backward, then its TFLOP/s against each SDPA
+    backend per shape; the autotuner's winners are saved."""
     shapes, dtype = KERNEL_SHAPES[v.size], torch.bfloat16
     deadline = time.monotonic() + v.budget("kernel")
     rows, checks = [], []
-    # Inside the tuning round before the first call: the full config lists would compile for minutes.
-    with tuning_round() if v.device.type == "cuda" else contextlib.nullcontext({}) as tuners:
-        if ATTENTION["triton"].unavailable(v.device, dtype, 64, False) is None:
-            for head_dim in shapes["head_dims"]:
-                for causal in (False, True):  # 1000: a key tail that no block size divides
-                    checks += [check_triton(v.device, dtype, head_dim, causal, s) for s in (1000, 1024)]
-            pd.DataFrame(checks).to_csv(v.out / "kernel_check.csv", index=False)
-            worst = pd.DataFrame(checks).filter(like="err_").max().max()
-            v.log(f"kernel check: {sum(c['finite'] for c in checks)}/{len(checks)} finite, worst relative error "
-                  f"{worst:.2e}")
-        grid = [(s, d, c) for s in shapes["seqlens"] for d in shapes["head_dims"] for c in (False, True)]
-        for i, (seqlen, head_dim, causal) in enumerate(grid):  # shortest first: a spent budget drops the longest
-            if time.monotonic() > deadline:
-                v.log(f"kernel: budget spent, {len(grid) - i} of {len(grid)} shapes not timed")
-                break
-            shape = (shapes["tokens"] // seqlen, shapes["hidden"] // head_dim, seqlen, head_dim)
-            for impl in KERNEL_IMPLS:
-                reason = ATTENTION[impl].unavailable(v.device, dtype, head_dim, causal)
-                timed = {"status": "skipped", "reason": reason} if reason else \
-                    time_attention(impl, v.device, dtype, shape, causal)
-                rows.append({"impl": impl, "causal": causal, "head_dim": head_dim, "seqlen": seqlen,
-                             "batch": shape[0], "heads": shape[1], **timed})
-        winners = {name: {str(key): str(config) for key, config in tuner.cache.items()}
-                   for name, tuner in tuners.items()}
+    if ATTENTION["triton"].unavailable(v.device, dtype, 64, False) is None:
+        checks = [check_triton(v.device, dtype, head_dim, causal, seqlen, impl)  # 1000: a tail no block divides
+                  for impl in TRITON_IMPLS for head_dim in shapes["head_dims"] for causal in (False, True)
+                  for seqlen in (1000, 1024)]
+        pd.DataFrame(checks).to_csv(v.out / "kernel_check.csv", index=False)
+        worst = pd.DataFrame(checks).filter(like="err_").max().max()
+        v.log(f"kernel check: {sum(c['finite'] for c in checks)}/{len(checks)} finite, worst relative error "
+              f"{worst:.2e}")
+    grid = [(s, d, c) for s in shapes["seqlens"] for d in shapes["head_dims"] for c in (False, True)]
+    for i, (seqlen, head_dim, causal) in enumerate(grid):  # shortest first: a spent budget drops the longest
+        if time.monotonic() > deadline:
+            v.log(f"kernel: budget spent, {len(grid) - i} of {len(grid)} shapes not timed")
+            break
+        shape = (shapes["tokens"] // seqlen, shapes["hidden"] // head_dim, seqlen, head_dim)
+        for impl in KERNEL_IMPLS:
+            reason = ATTENTION[impl].unavailable(v.device, dtype, head_dim, causal)
+            timed = {"status": "skipped", "reason": reason} if reason else \
+                time_attention(impl, v.device, dtype, shape, causal)
+            rows.append({"impl": impl, "causal": causal, "head_dim": head_dim, "seqlen": seqlen,
+                         "batch": shape[0], "heads": shape[1], **timed})
     frame = pd.DataFrame(rows)
     frame.to_csv(v.out / "kernel.csv", index=False)
-    (v.out / "kernel_configs.json").write_text(json.dumps(winners, indent=2))
+    if v.device.type == "cuda":
+        kernels = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
+        winners = {name: {str(key): str(config) for key, config in tuner.cache.items()}
+                   for name, tuner in kernels.AUTOTUNED.items()}
+        (v.out / "kernel_configs.json").write_text(json.dumps(winners, indent=2))
     tables = kernel_tables(frame)
     markdown = [f"### {phase} TFLOP/s\n\n{table.to_markdown(index=False, floatfmt='.3g')}\n"
                 for phase, table in tables.items()]
@@ -336,7 +333,7 @@ def kernel(v: Validation) -> str:
 
 def sweep(v: Validation) -> str:
     """The sweep of every model, timed and reported as a user would run it."""
-    code = v.pytest("sweep", SWEEP_ARGS[v.size], v.budget("sweep"))
+    code = v.sweep("sweep", SWEEP_ARGS[v.size], v.budget("sweep"))
     results = v.runs / "sweep" / "results.csv"
     if not results.exists():
         raise RunError(f"the sweep wrote no results (pytest exit code {code}; see sweep.log)")
@@ -348,7 +345,7 @@ def gate(v: Validation) -> str:
     """The attention subset twice, then the gate between them: how far apart the medians of the same
     code land, and whether the gate stays quiet (exit 0) at the device's default threshold."""
     for name in ("aa-1", "aa-2"):
-        v.pytest(name, AA_ARGS[v.size], v.budget("gate") / 2)
+        v.sweep(name, AA_ARGS[v.size], v.budget("gate") / 2)
     done = subprocess.run([sys.executable, "-m", "bench", "gate", "aa-1", "aa-2", "--reports-dir", str(v.runs)],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     (v.out / "gate.md").write_text(done.stdout + done.stderr)
@@ -364,7 +361,7 @@ def gate(v: Validation) -> str:
 
 def profile(v: Validation) -> str:
     """Two cases with --profile: traces for TensorBoard and the per-category breakdown in the report."""
-    code = v.pytest("profile", PROFILE_ARGS[v.size], v.budget("profile"))
+    code = v.sweep("profile", PROFILE_ARGS[v.size], v.budget("profile"))
     traces = sorted(p.name for p in (v.runs / "profile" / "traces").glob("*")) if code in (0, 2) else []
     if not traces:
         raise RunError(f"no traces written (pytest exit code {code}; see profile.log)")
@@ -372,7 +369,8 @@ def profile(v: Validation) -> str:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Validation], str]] = {
-    "environment": environment, "timers": timers, "kernel": kernel, "sweep": sweep, "gate": gate, "profile": profile,
+    "environment": environment, "tests": tests, "timers": timers, "kernel": kernel, "sweep": sweep, "gate": gate,
+    "profile": profile,
 }
 
 

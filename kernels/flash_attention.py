@@ -30,17 +30,26 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) autotuning candidates for Hopper. Forward, dK/dV and dQ: each
-# won some shape in two tuning rounds on an H200 (reports/baselines/nvidia-h200/kernel_configs.json).
-# The single pass is FlashAttention-2's shapes, up to 5 stages. Forward and dQ walk key blocks inside a
-# query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the other way round.
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) autotuning candidates for Hopper, by head dim (up to 64, or
+# 128). Each compiles for sm_90 to wgmma without register spills (tests/test_flash_attention_compile.py).
+# Forward at 64: the configs that won shapes in two tuning rounds on an H200 (reports/baselines/nvidia-h200/
+# kernel_configs.json); the backward winners there spilled (up to 7.5 KB at head dim 128), so their
+# nearest spill-free shapes, found by compiling: 8 warps at 64, 16- or 64-row blocks at 128. Forward and dQ
+# walk key blocks inside a query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the
+# other way round.
 TUNED = {
-    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
-    "dkdv": [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3)],
-    "dq": [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-    "single_pass": [(64, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 3), (32, 128, 4, 5), (64, 64, 4, 5)],
+    "fwd": {64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
+            128: [(128, 64, 8, 3), (128, 64, 8, 4), (128, 32, 8, 3)]},
+    "dkdv": {64: [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 8, 3)],
+             128: [(16, 64, 4, 2), (16, 64, 4, 4)]},
+    "dq": {64: [(128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 8, 2)],
+           128: [(64, 32, 4, 3), (64, 32, 4, 4), (64, 16, 4, 3)]},
+    "single_pass": {64: [(64, 64, 8, 3), (32, 128, 8, 3), (32, 64, 4, 3)], 128: [(16, 64, 8, 2)]},
 }
-FALLBACK = (32, 32, 4, 1)  # small enough for any CUDA GPU's shared memory
+# Per kernel, a config small enough for any CUDA GPU's shared memory (the single pass needs 8 warps not
+# to spill at head dim 128); also the one config for fp32 inputs, whose IEEE dot runs without tensor
+# cores and spills in larger tiles: the fp32 path is there for its numerics, not its speed.
+FALLBACK = {"fwd": (32, 32, 4, 1), "dkdv": (32, 32, 4, 1), "dq": (32, 32, 4, 1), "single_pass": (32, 32, 8, 1)}
 INTERPRETER = (16, 16, 4, 1)  # the interpreter runs each block in NumPy: one small config
 # Tiles a kernel streams through shared memory per pipeline stage (two of them: K and V, or Q and dO),
 # and the tiles it keeps resident, by the block dimension each spans.
@@ -53,10 +62,16 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
+def _shape(config: triton.Config) -> tuple[int, int, int, int]:
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
 def _configs(kernel: str) -> list[triton.Config]:
+    """Every candidate of the kernel, the fallback last; `fitting_configs` picks per head dim and dtype."""
     if _interpreting():
         return [_config(*INTERPRETER)]
-    return [_config(*c) for c in TUNED[kernel] + [FALLBACK]]
+    candidates = dict.fromkeys(c for by_head_dim in TUNED[kernel].values() for c in by_head_dim)
+    return [_config(*c) for c in [*candidates, FALLBACK[kernel]]]
 
 
 def shared_bytes(kernel: str, config: triton.Config, head_dim_pad: int, element_size: int) -> int:
@@ -70,10 +85,11 @@ def shared_bytes(kernel: str, config: triton.Config, head_dim_pad: int, element_
 def fitting_configs(kernel: str, configs: list[triton.Config], head_dim_pad: int, element_size: int,
                     shared_limit: int) -> list[triton.Config]:
     """The configs worth compiling for this head dim and dtype on a GPU with `shared_limit` bytes per
-    block: the tuned ones that fit, or the fallback alone when none does."""
-    fallback = configs[-1]
-    fits = [c for c in configs[:-1] if shared_bytes(kernel, c, head_dim_pad, element_size) <= shared_limit]
-    return fits or [fallback]
+    block: the head dim's tuned ones that fit (none for fp32), or else the fallback (the last config)."""
+    tuned = set(TUNED[kernel][64 if head_dim_pad <= 64 else 128]) if element_size < 4 else set()
+    fits = [c for c in configs[:-1] if _shape(c) in tuned
+            and shared_bytes(kernel, c, head_dim_pad, element_size) <= shared_limit]
+    return fits or configs[-1:]
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from bench.attention import ATTENTION
 from bench.cases import AttentionCase, Case
+from bench.models import MODELS
 from bench.options import (
     OptionError,
     SweepOptions,
@@ -12,13 +14,14 @@ from bench.options import (
     parse_batch_sizes,
     parse_choice,
     parse_names,
+    preset_triton_keys,
     resolve_device,
 )
 from bench.rundir import REPORTS_DIR
 
 VALID = ("cnn", "lstm", "encoder")
-DEFAULTS = {"models": None, "phases": "fwd,fwdbwd", "precisions": "fp32,amp_bf16", "attn": None, "batch_sizes": None,
-            "device": "cpu", "size": "quick", "run_id": None, "reports_dir": None, "benchmark_max_time": "1.0",
+DEFAULTS = {"models": None, "phases": None, "precisions": None, "attn": None, "batch_sizes": None, "preset": None,
+            "device": "cpu", "size": None, "run_id": None, "reports_dir": None, "benchmark_max_time": "1.0",
             "benchmark_min_rounds": 5, "profile": False, "profile_steps": 3, "profile_stacks": False}
 
 
@@ -120,10 +123,14 @@ HELP = """\
                         Comma-separated, or all. Valid: fp32, tf32, amp_fp16, amp_bf16. Default: fp32,amp_bf16
   --attn=NAMES          attention implementations; default naive,sdpa in the model sweep, all in the attention
                         micro-benchmark. Comma-separated, or all. Valid: naive, sdpa, sdpa_flash, sdpa_efficient,
-                        sdpa_cudnn, sdpa_math, triton.
+                        sdpa_cudnn, sdpa_math, triton, triton_1pass.
   --batch-sizes=N,N     batch sizes for every model, comma-separated. Default: each model's own for --size
   --device=DEVICE       auto (cuda if available, else cpu), cpu or cuda
-  --size=SIZE           quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512)
+  --size=SIZE           quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512). Default: quick, or
+                        the preset's
+  --preset=NAME         a named sweep. Valid: gpu (every model at full size under fp32, amp_fp16 and amp_bf16, every
+                        attention implementation, the attention micro-benchmark at seq 1k-16k, short timing: about 4
+                        minutes on an H100). Options given beside it override its values
   --run-id=RUN_ID       name of this run's folder under the reports dir. Default: timestamp-host
   --reports-dir=REPORTS_DIR
                         where run folders go. Default: reports/ in the working directory
@@ -149,8 +156,9 @@ def test_option_defaults_as_pytest_parses_them(capsys):
 
     pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_plotting.py"], plugins=[Capture()])
     capsys.readouterr()
-    assert seen == {"models": "all", "phases": "fwd,fwdbwd", "precisions": "fp32,amp_bf16", "attn": None,
-                    "batch_sizes": None, "device": "auto", "size": "quick", "run_id": None, "reports_dir": None,
+    # list options, --size and --preset are None until SweepOptions resolves them (a preset's, else the default)
+    assert seen == {"models": None, "phases": None, "precisions": None, "attn": None, "preset": None,
+                    "batch_sizes": None, "device": "auto", "size": None, "run_id": None, "reports_dir": None,
                     "profile": False, "profile_steps": 3, "profile_stacks": False}
 
 
@@ -197,3 +205,47 @@ def test_profile_steps_parse_as_a_number(capsys):
                 plugins=[Capture()])
     capsys.readouterr()
     assert seen == {"steps": 2}
+
+
+def test_the_gpu_preset_sweeps_its_parts_at_full_size_with_short_timing():
+    opts = options(preset="gpu")
+    assert {c.size for c in opts.cases} == {"full"} and (opts.max_time, opts.min_rounds) == (0.1, 3)
+    sdpa_part = [c for c in opts.cases if c.phase != "step" and c.attention in (None, "sdpa")]
+    assert {c.precision for c in sdpa_part} == {"fp32", "amp_fp16", "amp_bf16"}
+    assert {c.model for c in sdpa_part} == set(MODELS)
+    assert {(c.model, c.batch) for c in sdpa_part if c.model == "cnn"} == {("cnn", 128), ("cnn", 512)}
+    every_attention = {c.attention for c in opts.cases if c.model == "decoder"}
+    assert every_attention == set(ATTENTION)
+    assert {(c.model, c.precision) for c in opts.cases if c.phase == "step"} == {("cnn", "amp_bf16"),
+                                                                                ("encoder", "amp_bf16")}
+    assert len(opts.cases) == len(set(opts.cases))  # encoder fwdbwd amp_bf16 b32 sdpa is in two parts, once here
+    micro = opts.attention_cases
+    assert {c.precision for c in micro} == {"bf16"} and {c.seqlen for c in micro} == {1024, 4096, 16384}
+    assert {c.attention for c in micro} == {"triton", "triton_1pass", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn"}
+    assert len(micro) == 2 * 2 * 2 * 3 * 5  # phases x masks x head dims x lengths x implementations
+
+
+def test_options_given_beside_a_preset_override_it_in_every_part():
+    opts = options(preset="gpu", models="cnn", precisions="amp_bf16", attn="sdpa", size="quick")
+    assert {(c.model, c.precision, c.size) for c in opts.cases} == {("cnn", "amp_bf16", "quick")}
+    assert {c.phase for c in opts.cases} == {"fwd", "fwdbwd", "step"}  # the parts' phases, still
+    assert {c.attention for c in opts.attention_cases} == {"sdpa"}
+    given = options(preset="gpu", benchmark_max_time="2.0", benchmark_min_rounds=7)
+    assert (given.max_time, given.min_rounds) == (0.1, 3)  # not named on the command line: the preset's
+    named = SweepOptions.from_values({**DEFAULTS, "preset": "gpu", "benchmark_max_time": "2.0"}.get,
+                                     lambda name: name == "benchmark_max_time")
+    assert (named.max_time, named.min_rounds) == (2.0, 3)
+
+
+def test_an_unknown_preset_is_one_line_naming_the_valid_ones():
+    with pytest.raises(OptionError) as err:
+        options(preset="tpu")
+    assert str(err.value) == "--preset: unknown value 'tpu'; valid values: gpu"
+
+
+def test_the_gpu_preset_compiles_triton_for_both_backwards_in_bf16():
+    keys = preset_triton_keys("gpu")
+    assert {backward for backward, *_ in keys} == {"split", "single_pass"}
+    assert {dtype for _, dtype, _, _ in keys} == {torch.bfloat16}
+    assert {head_dim for _, _, head_dim, _ in keys} == {64, 128, MODELS["encoder"].head_dim}
+    assert ("split", torch.bfloat16, MODELS["decoder"].head_dim, True) in keys

@@ -1,7 +1,6 @@
 """python -m bench validate: the CPU rehearsal of the GPU run passes every stage and writes every table;
-bad input is refused in one line; the kernel check and the tuning round work on their own."""
+bad input is refused in one line; the kernel check and the tables work on their own."""
 
-import importlib
 import json
 import subprocess
 import sys
@@ -35,6 +34,13 @@ def test_rehearsal_passes_every_stage(rehearsal):
     assert "environment: ok" in (out / "validate.log").read_text()
 
 
+def test_rehearsal_collects_the_gpu_tests_and_skips_each(rehearsal):
+    log = (rehearsal[0] / "validate.log").read_text()
+    tests = next(line for line in log.splitlines() if " tests: ok " in line)
+    count = int(tests.split(": ")[-1].split()[0])
+    assert count >= 70 and tests.endswith(f"{count} tests, 0 failures, 0 errors, {count} skipped")
+
+
 def test_rehearsal_times_each_matmul_from_the_host(rehearsal):
     timers = pd.read_csv(rehearsal[0] / "timers.csv")
     assert len(timers) == len(validate.TIMER_SIZES["cpu"])
@@ -46,7 +52,8 @@ def test_rehearsal_tables_every_implementation_and_shape(rehearsal):
     kernel = pd.read_csv(rehearsal[0] / "kernel.csv")
     shapes = validate.KERNEL_SHAPES["quick"]
     assert len(kernel) == len(shapes["seqlens"]) * len(shapes["head_dims"]) * 2 * len(validate.KERNEL_IMPLS)
-    triton = kernel[kernel["impl"] == "triton"]
+    triton = kernel[kernel["impl"].isin(validate.TRITON_IMPLS)]
+    assert len(triton) == len(kernel) * 2 // len(validate.KERNEL_IMPLS)
     assert (triton["status"] == "skipped").all() and triton["reason"].str.contains("needs a CUDA GPU").all()
     math_rows = kernel[kernel["impl"] == "sdpa_math"]
     assert (math_rows["status"] == "ok").all() and (math_rows[["fwd_tflops", "bwd_tflops"]] > 0).all().all()
@@ -74,8 +81,8 @@ def test_validate_refuses_a_folder_with_results_in_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--stages", "kernel,bogus"], "error: --stages: unknown name 'bogus'; valid names: environment, timers, "
-                                   "kernel, sweep, gate, profile (or all)\n"),
+    (["--stages", "kernel,bogus"], "error: --stages: unknown name 'bogus'; valid names: environment, tests, "
+                                   "timers, kernel, sweep, gate, profile (or all)\n"),
     (["--size", "huge"], "error: --size: unknown value 'huge'; valid values: quick, full\n"),
 ])
 def test_validate_refuses_bad_options_in_one_line(tmp_path, capsys, argv, message):
@@ -84,24 +91,12 @@ def test_validate_refuses_bad_options_in_one_line(tmp_path, capsys, argv, messag
     assert not (tmp_path / "v").exists()
 
 
-def test_tuning_round_narrows_the_autotuner_and_restores_it(monkeypatch):
-    module = importlib.import_module("kernels.flash_attention")
-    before = list(module._attn_fwd.configs)
-    monkeypatch.setitem(validate.TUNING_ROUND, "_attn_fwd", [(64, 32, 4, 2)])
-    with validate.tuning_round() as tuners:
-        (config,) = tuners["_attn_fwd"].configs
-        assert config.kwargs == {"BLOCK_M": 64, "BLOCK_N": 32} and (config.num_warps, config.num_stages) == (4, 2)
-    assert module._attn_fwd.configs == before
-
-
-def test_check_triton_measures_the_kernel_against_float64(monkeypatch):
-    # One config per kernel (the interpreter cannot time a choice), with unequal blocks and a ragged tail.
-    for name, configs in validate.TUNING_ROUND.items():
-        monkeypatch.setitem(validate.TUNING_ROUND, name, configs[:1])
-    with validate.tuning_round():
-        good = validate.check_triton(torch.device("cpu"), torch.float32, 32, True, 130)
-        bad = validate.check_triton(torch.device("cpu"), torch.float32, 300, False, 16)
-    assert good["finite"] and max(good[f"err_{k}"] for k in ("out", "dq", "dk", "dv")) < 1e-5
+@pytest.mark.parametrize("impl", validate.TRITON_IMPLS)
+def test_check_triton_measures_the_kernel_against_float64(impl):
+    good = validate.check_triton(torch.device("cpu"), torch.float32, 32, True, 40, impl)  # a ragged tail
+    bad = validate.check_triton(torch.device("cpu"), torch.float32, 300, False, 16, impl)
+    assert good["finite"] and good["impl"] == impl
+    assert max(good[f"err_{k}"] for k in ("out", "dq", "dk", "dv")) < 1e-5
     assert not bad["finite"] and bad["error"].startswith("ValueError: head_dim 300 is not supported")
 
 
@@ -109,11 +104,12 @@ def test_kernel_tables_set_the_kernel_against_the_best_sdpa_backend():
     frame = pd.DataFrame([
         {"impl": impl, "causal": False, "head_dim": 64, "seqlen": 1024, "status": "ok", "fwd_tflops": fwd,
          "bwd_tflops": bwd}
-        for impl, fwd, bwd in (("triton", 300.0, 100.0), ("sdpa_flash", 400.0, 50.0), ("sdpa_math", 100.0, 80.0))
+        for impl, fwd, bwd in (("triton", 300.0, 100.0), ("triton_1pass", 300.0, 120.0), ("sdpa_flash", 400.0, 50.0),
+                               ("sdpa_math", 100.0, 80.0))
     ] + [{"impl": "sdpa_cudnn", "causal": False, "head_dim": 64, "seqlen": 1024, "status": "oom"}])
     tables = validate.kernel_tables(frame)
     (fwd,), (bwd,) = (tables[phase].to_dict("records") for phase in ("fwd", "bwd"))
     assert (fwd["best_sdpa"], fwd["triton_vs_best"], fwd["triton"]) == ("sdpa_flash", 0.75, 300.0)
-    assert (bwd["best_sdpa"], bwd["triton_vs_best"]) == ("sdpa_math", 1.25)
+    assert (bwd["best_sdpa"], bwd["triton_vs_best"], bwd["triton_1pass_vs_best"]) == ("sdpa_math", 1.25, 1.5)
     assert "sdpa_cudnn" not in fwd
     assert validate.kernel_tables(frame.assign(status="oom")) == {}

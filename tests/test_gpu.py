@@ -1,0 +1,65 @@
+"""Checks that need a CUDA GPU (`pytest -m gpu`); skipped, with the reason, everywhere else.
+`python -m bench validate` runs them first on a GPU (and on a CPU rehearses their collection)."""
+
+import importlib
+
+import pytest
+import torch
+from test_flash_attention import assert_matches_reference, inputs
+
+from bench.attention import ATTENTION
+from bench.cases import AttentionCase, Case
+from bench.harness import Settings, model_workload, run_case
+from bench.models import MODELS
+from bench.precision import PRECISIONS
+from bench.validate import TIMER_SIZES, timer_row
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+GPU = torch.device("cuda")
+FAST_GPU = Settings(GPU, max_time=0.05, min_rounds=2, warmup_rounds=1)
+TIMER_AGREEMENT_PCT = 2.0
+flash_attention_module = importlib.import_module("kernels.flash_attention")
+
+
+@pytest.mark.parametrize("n", TIMER_SIZES["cuda"], ids=["0.1ms", "5ms", "100ms"])
+def test_harness_median_agrees_with_cuda_events_and_do_bench(n):
+    row = timer_row(n, GPU)
+    print(f"\n{row['case']}: harness {row['harness_ms']:.4f} ms, events {row['events_ms']:.4f} ms, do_bench "
+          f"{row['do_bench_ms']:.4f} ms, overhead {row['overhead_us']:.1f} us per round")
+    assert abs(row["harness_vs_events_pct"]) <= TIMER_AGREEMENT_PCT
+    assert abs(row["harness_vs_do_bench_pct"]) <= TIMER_AGREEMENT_PCT
+
+
+@pytest.fixture
+def one_config(monkeypatch):
+    """Each kernel with its first config: correctness does not need autotuning, which compiles them all."""
+    for kernel in flash_attention_module.AUTOTUNED.values():
+        monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
+
+
+def test_an_out_of_memory_case_is_recorded_and_the_next_case_runs(benchmark):
+    too_big = AttentionCase("naive", "fwd", "fp16", 2**20, 64, False, 1, 8)  # 16 TiB of scores
+    assert run_case(too_big, benchmark, FAST_GPU).status == "oom"
+    fits = AttentionCase("naive", "fwd", "fp16", 1024, 64, False, 1, 8)
+    assert run_case(fits, benchmark, FAST_GPU).status == "ok"
+
+
+@pytest.mark.parametrize(("model", "precision", "attention"), [
+    *[(m, p, "sdpa" if MODELS[m].has_attention else None) for m in MODELS for p in PRECISIONS],
+    *[(m, "amp_bf16", a) for m in MODELS if MODELS[m].has_attention for a in ATTENTION if a.startswith("triton")],
+])
+def test_every_model_runs_a_training_step_on_the_gpu(one_config, model, precision, attention):
+    case = Case(model, "fwdbwd", precision, MODELS[model].batch_sizes["full"][0], attention, "full")
+    model_workload(case, GPU).step()
+    torch.cuda.synchronize()
+
+
+# Last: it compiles the kernels for every key, the slowest of these tests.
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("head_dim", [64, 128], ids=["d64", "d128"])
+@pytest.mark.parametrize("seqlen", [1000, 4096], ids=["s1000", "s4096"])
+def test_triton_kernel_matches_float64_at_real_shapes(one_config, seqlen, head_dim, dtype, causal, backward):
+    (q, k, v), grad = inputs(seqlen, seqlen, head_dim, batch=2, heads=2)
+    assert_matches_reference((q.to(GPU), k.to(GPU), v.to(GPU)), grad.to(GPU), dtype, causal, backward=backward)
