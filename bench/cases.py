@@ -44,12 +44,13 @@ class Case:
 
 
 def sweep(models: list[str], phases: list[str], precisions: list[str], batch_sizes: list[int] | None,
-          attentions: list[str], size: str) -> list[Case]:
-    """Every combination; attention varies only for models that have it, batch sizes default per model."""
+          attentions: list[str], size: str, default_batches: slice = slice(None)) -> list[Case]:
+    """Every combination; attention varies only for models that have it, batch sizes default per model
+    (those `default_batches` picks of the model's own)."""
     cases = []
     for name in models:
         spec = MODELS[name]
-        batches = batch_sizes or spec.batch_sizes[size]
+        batches = batch_sizes or spec.batch_sizes[size][default_batches]
         attns = attentions if spec.has_attention else [None]
         for phase, precision, batch, attn in itertools.product(phases, precisions, batches, attns):
             cases.append(Case(name, phase, precision, batch, attn, size))

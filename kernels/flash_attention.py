@@ -31,17 +31,17 @@ def _interpreting() -> bool:
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) autotuning candidates for Hopper, by head dim (up to 64, or
-# 128). Each compiles for sm_90 to wgmma without register spills (tests/test_flash_attention_compile.py).
-# Forward at 64: the configs that won shapes in two tuning rounds on an H200 (reports/baselines/nvidia-h200/
-# kernel_configs.json); the backward winners there spilled (up to 7.5 KB at head dim 128), so their
-# nearest spill-free shapes, found by compiling: 8 warps at 64, 16- or 64-row blocks at 128. Forward and dQ
-# walk key blocks inside a query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the
-# other way round.
+# 128), each compiling for sm_90 to wgmma without register spills, causal or not
+# (tests/test_flash_attention_compile.py). The forward keeps the winners of two tuning rounds on an H200
+# (reports/baselines/nvidia-h200/kernel_configs.json). The backward winners there spilled (up to 7.5 KB
+# at head dim 128): these are the nearest spill-free shapes found by compiling, 8 warps at 64 and 16- or
+# 64-row blocks at 128 (kernels/README.md has what that cost or gained). Forward and dQ walk key blocks
+# inside a query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the other way round.
 TUNED = {
     "fwd": {64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
             128: [(128, 64, 8, 3), (128, 64, 8, 4), (128, 32, 8, 3)]},
     "dkdv": {64: [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 8, 3)],
-             128: [(16, 64, 4, 2), (16, 64, 4, 4)]},
+             128: [(16, 64, 8, 2), (16, 64, 8, 4)]},
     "dq": {64: [(128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 8, 2)],
            128: [(64, 32, 4, 3), (64, 32, 4, 4), (64, 16, 4, 3)]},
     "single_pass": {64: [(64, 64, 8, 3), (32, 128, 8, 3), (32, 64, 4, 3)], 128: [(16, 64, 8, 2)]},

@@ -75,11 +75,11 @@ def pruned(name: str, dtype: str, head_dim: int) -> list[triton.Config]:
 
 
 def every_config_jobs() -> list[tuple]:
-    """Every tuned config at its head dim in bf16, the fallback in bf16 and fp32 at head dim 128, and the
-    configs pruning keeps for a padded head dim (40) in fp16."""
-    jobs = [(name, attention._config(*c), "bfloat16", head_dim, True)
+    """Every tuned config at its head dim in bf16 with and without the causal mask, the fallback in bf16
+    and fp32 at head dim 128, and the configs pruning keeps for a padded head dim (40) in fp16."""
+    jobs = [(name, attention._config(*c), "bfloat16", head_dim, causal)
             for name, by_head_dim in attention.TUNED.items() for head_dim, configs in by_head_dim.items()
-            for c in configs]
+            for c in configs for causal in (False, True)]
     jobs += [(name, attention._config(*attention.FALLBACK[name]), dtype, 128, True)
              for name in attention.AUTOTUNED for dtype in ("bfloat16", "float32")]
     return jobs + [(name, config, "float16", 40, False) for name in attention.AUTOTUNED

@@ -24,7 +24,7 @@ def run_bench(*args: str, path: str = "bench/test_models.py") -> subprocess.Comp
     ("--phases", "bwd", "--phases: unknown name 'bwd'; valid names: fwd, fwdbwd, step (or all)"),
     ("--precisions", "fp8", "--precisions: unknown name 'fp8'; valid names: fp32, tf32, amp_fp16, amp_bf16 (or all)"),
     ("--attn", "flash", "--attn: unknown name 'flash'; valid names: naive, sdpa, sdpa_flash, sdpa_efficient, "
-                        "sdpa_cudnn, sdpa_math, triton (or all)"),
+                        "sdpa_cudnn, sdpa_math, triton, triton_1pass (or all)"),
     ("--batch-sizes", "8,x", "--batch-sizes: expected positive integers separated by commas, got '8,x'"),
     ("--size", "huge", "--size: unknown value 'huge'; valid values: quick, full"),
     ("--device", "tpu", "--device: unknown value 'tpu'; valid values: auto, cpu, cuda"),
