@@ -56,11 +56,12 @@ def _gate(args: argparse.Namespace) -> int:
     from bench.gate import gate, write_step_summary
 
     threshold = None if args.threshold is None else args.threshold / 100
-    result = gate(args.baseline, args.candidate, threshold=threshold, alpha=args.alpha, reports_dir=args.reports_dir)
+    result = gate(args.baseline, args.candidate, threshold=threshold, alpha=args.alpha, reports_dir=args.reports_dir,
+                  allow_different_env=args.allow_different_env, strict=args.strict)
     table = result.markdown(args.baseline, args.candidate)
     print(table)
     write_step_summary(table)
-    return 1 if result.regressions else 0
+    return 1 if result.failed else 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -109,12 +110,17 @@ def main(argv: list[str] | None = None) -> int:
 
     gate = commands.add_parser("gate", parents=[runs],
                                help="fail (exit 1) when the candidate is slower than the baseline",
-                               description="Exit 0: no regression; 1: a regression; 2: unusable input.")
+                               description="Exit 0: no regression; 1: a case slower or broken (or, with --strict, "
+                                           "vanished); 2: unusable input.")
     gate.add_argument("baseline", help="run folder, run-id, or pytest-benchmark JSON saved with raw data")
     gate.add_argument("candidate", help="the same, for the run under test")
     gate.add_argument("--threshold", type=float, default=None, metavar="PCT",
-                      help="smallest slowdown in percent that may fail (default: 5 on GPU runs, 50 on CPU runs)")
-    gate.add_argument("--alpha", type=float, default=0.01, help="significance level of the tests (default 0.01)")
+                      help="smallest slowdown in percent that may fail (default: 25 on GPU runs, 50 on CPU runs)")
+    gate.add_argument("--alpha", type=float, default=0.01,
+                      help="chance of any false alarm over all cases (default 0.01; Holm's correction)")
+    gate.add_argument("--allow-different-env", action="store_true",
+                      help="compare runs whose device, torch version or size differ (refused otherwise)")
+    gate.add_argument("--strict", action="store_true", help="fail when a baseline case is missing from the candidate")
     gate.set_defaults(handler=_gate)
 
     validate = commands.add_parser("validate", help="a machine's first run: timers, kernel against SDPA, "

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from bench.__main__ import main
-from bench.gate import GateResult, Verdict, gate, judge, ratio_interval
-from bench.rundir import RunError
+from bench.cases import Case
+from bench.gate import GateResult, Verdict, gate, holm, judge, min_p_value, ratio_interval, u_test
+from bench.row import Row
+from bench.rundir import RunDir, RunError, RunWriter
 
 
 def rounds(n=50, median=0.01, spread=0.02, seed=0):
@@ -82,7 +84,8 @@ def test_gate_exits_1_on_a_regression_and_lists_new_and_vanished_cases(tmp_path)
     summary.write_text("earlier step\n")
     done = run_gate(str(base), str(cand), "--threshold", "10", summary=summary)
     assert done.returncode == 1, done.stderr
-    assert "1 slower, 0 faster, 1 unchanged of 2 cases (threshold 10%, alpha 0.01)" in done.stdout
+    assert "1 slower, 0 faster, 1 unchanged, 0 inconclusive of 2 cases; 0 broken (threshold 10%, alpha 0.01, " \
+           "Holm-adjusted over the cases)" in done.stdout
     assert "| `a` | slower |" in done.stdout and "| `b` | unchanged |" in done.stdout
     assert "New cases (not gated): `new`" in done.stdout
     assert "Vanished cases (not gated): `old`" in done.stdout
@@ -94,7 +97,7 @@ def test_gate_exits_0_when_nothing_regressed(tmp_path):
     cand = benchmark_json(tmp_path / "cand.json", {"a": rounds(seed=2)})
     done = run_gate(str(base), str(cand))
     assert done.returncode == 0, done.stderr
-    assert "(threshold 25%, alpha 0.01)" in done.stdout  # the GPU default
+    assert "(threshold 25%, alpha 0.01," in done.stdout  # the GPU default
 
 
 def test_cpu_runs_get_the_cpu_threshold(tmp_path):
@@ -167,13 +170,13 @@ def test_runs_on_mixed_devices_get_the_larger_default_threshold(tmp_path, base_d
     assert result.threshold == 0.5 and result.verdicts[0].verdict == "unchanged"
 
 
-def test_a_given_threshold_overrides_the_default_and_the_resolution_is_the_interval_half_width(tmp_path):
+def test_a_given_threshold_overrides_the_default_and_the_half_width_is_of_the_interval(tmp_path):
     base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1)}, device="cpu")
     cand = benchmark_json(tmp_path / "cand.json", {"a": 1.3 * rounds(seed=2)}, device="cpu")
     result = gate(str(base), str(cand), threshold=0.1)
     verdict = result.verdicts[0]
     assert result.threshold == 0.1 and verdict.verdict == "slower"
-    assert verdict.resolution == pytest.approx((verdict.ci_high - verdict.ci_low) / 2 / verdict.ratio)
+    assert verdict.ci_half_width == pytest.approx((verdict.ci_high - verdict.ci_low) / 2 / verdict.ratio)
 
 
 def test_regressions_are_the_slower_verdicts_only(tmp_path):
@@ -184,7 +187,7 @@ def test_regressions_are_the_slower_verdicts_only(tmp_path):
     assert {v.case: v.verdict for v in result.verdicts} == {"a": "slower", "b": "faster", "c": "unchanged"}
     assert [v.case for v in result.regressions] == ["a"]
     table = result.markdown("base", "cand")
-    assert "1 slower, 1 faster, 1 unchanged of 3 cases" in table
+    assert "1 slower, 1 faster, 1 unchanged, 0 inconclusive of 3 cases; 0 broken" in table
     assert table.index("| `a` |") < table.index("| `c` |") < table.index("| `b` |")  # slowest first
 
 
@@ -227,25 +230,61 @@ def test_an_interval_touching_1_is_not_clear_of_it():
 
 
 def test_a_p_value_equal_to_alpha_is_not_significant():
-    # three rounds each, fully separated: the exact two-sided U test gives p = 2/20 = 0.1
+    # four rounds each, one pair out of order: the exact two-sided U test gives p = 2 * 2/70 = 4/70
+    base, cand = np.array([1.0, 1.01, 1.02, 1.5]), np.array([1.4, 2.0, 2.01, 2.02])
+    verdict = judge("case", base, cand, threshold=0.1, alpha=4 / 70)
+    assert verdict.p_value == pytest.approx(4 / 70) and verdict.verdict == "unchanged"
+    assert judge("case", base, cand, 0.1, 4.01 / 70).verdict == "slower"
+
+
+def test_too_few_rounds_for_the_u_test_to_reach_alpha_are_inconclusive():
+    # three rounds each: the smallest two-sided p is 2/20 = 0.1, however far apart the runs
     verdict = judge("case", np.array([1.0, 1.01, 1.02]), np.array([2.0, 2.01, 2.02]), threshold=0.1, alpha=0.1)
-    assert verdict.p_value == 0.1 and verdict.verdict == "unchanged"
+    assert (verdict.p_value, verdict.verdict) == (0.1, "inconclusive")
+    assert min_p_value(3, 3) == 0.1 and min_p_value(5, 5) == 2 / 252 and min_p_value(1, 1) == 1.0
     assert judge("case", np.array([1.0, 1.01, 1.02]), np.array([2.0, 2.01, 2.02]), 0.1, 0.11).verdict == "slower"
+
+
+def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002]) and holm([]) == []
+
+
+def test_holm_keeps_many_equal_cases_from_raising_a_false_alarm(tmp_path):
+    # 100 cases, each the same distribution in both runs, a zero threshold: only the test stands between
+    # noise and a failed build. Unadjusted, about one case in a hundred would reject at alpha 0.01.
+    cases = {f"c{i}": rounds(n=30, seed=i) for i in range(100)}
+    again = {name: rounds(n=30, seed=1000 + i) for i, name in enumerate(cases)}
+    raw = [u_test(cases[name], again[name]) for name in cases]
+    base = benchmark_json(tmp_path / "base.json", cases)
+    cand = benchmark_json(tmp_path / "cand.json", again)
+    result = gate(str(base), str(cand), threshold=0.0)
+    assert min(raw) < 0.01  # a false alarm without the correction
+    assert not result.failed and {v.verdict for v in result.verdicts} == {"unchanged"}
 
 
 def test_the_markdown_table_exactly():
     result = GateResult([Verdict("a", 0.002, 0.003, 1.5, 1.4, 1.6, 0.001, "slower"),
                          Verdict("b", 0.010, 0.010, 1.0, 0.9, 1.1, 0.5, "unchanged")],
-                        new=["n1", "n2"], vanished=["v"], threshold=0.1, alpha=0.01)
+                        new=["n1", "n2"], vanished=["v"], threshold=0.1, alpha=0.01,
+                        broken={"c": "oom: OutOfMemoryError: CUDA out of memory"},
+                        differences=["torch: 2.11.0 vs 2.14.1"])
     assert result.markdown("base", "cand") == (
         "### archbench gate: cand vs base\n"
         "\n"
-        "1 slower, 0 faster, 1 unchanged of 2 cases (threshold 10%, alpha 0.01).\n"
+        "Environments differ (compared as asked): torch: 2.11.0 vs 2.14.1\n"
         "\n"
-        "| case | verdict | baseline median | candidate median | ratio | CI of ratio | p (U test) | resolution |\n"
+        "1 slower, 0 faster, 1 unchanged, 0 inconclusive of 2 cases; 1 broken (threshold 10%, alpha 0.01, "
+        "Holm-adjusted over the cases).\n"
+        "\n"
+        "| case | verdict | baseline median | candidate median | ratio | CI of ratio | p (U test, Holm) "
+        "| within-run CI half-width |\n"
         "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |\n"
         "| `a` | slower | 2.000 ms | 3.000 ms | 1.500 | 1.400-1.600 | 0.001 | ±6.7% |\n"
         "| `b` | unchanged | 10.000 ms | 10.000 ms | 1.000 | 0.900-1.100 | 0.5 | ±10.0% |\n"
+        "\n"
+        "Broken in the candidate (ok in the baseline; fails the gate):\n"
+        "- `c`: oom: OutOfMemoryError: CUDA out of memory\n"
         "\n"
         "New cases (not gated): `n1`, `n2`\n"
         "\n"
@@ -279,3 +318,53 @@ def test_no_common_case_says_which_runs(tmp_path):
     cand = benchmark_json(tmp_path / "cand.json", {"b": rounds()})
     with pytest.raises(RunError, match=f"^{base} and {cand} share no benchmark: nothing to compare$"):
         gate(str(base), str(cand))
+
+
+def run_folder(reports: Path, run_id: str, cases: dict, torch_version: str = "2.14.1", size: str = "quick") -> str:
+    """A run folder as a sweep writes it: results.csv and rounds/; `cases` maps a case id to its rounds,
+    or to a status and reason when it failed."""
+    writer = RunWriter(RunDir.create(reports, run_id, given=True))
+    env = {"device_name": "Intel Xeon", "torch": torch_version}
+    for case_id, outcome in cases.items():
+        row = Row.for_case(Case("cnn", "fwd", "fp32", int(case_id.rsplit("b", 1)[1]), size=size), "cpu", env)
+        if isinstance(outcome, tuple):
+            row = row.but(status=outcome[0], reason=outcome[1])
+        else:
+            row = row.but(rounds_s=tuple(outcome))
+        writer.add(row)
+    return run_id
+
+
+def test_a_case_that_breaks_in_the_candidate_fails_the_gate_naming_it(tmp_path):
+    run_folder(tmp_path, "base", {"cnn-fwd-fp32-b8": rounds(seed=1), "cnn-fwd-fp32-b16": rounds(seed=2),
+                                  "cnn-fwd-fp32-b32": ("error", "RuntimeError: was broken before")})
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=3),
+                                  "cnn-fwd-fp32-b16": ("oom", "OutOfMemoryError: CUDA out of memory"),
+                                  "cnn-fwd-fp32-b32": ("error", "RuntimeError: still broken")})
+    done = run_gate("base", "cand", "--reports-dir", str(tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert "0 slower, 0 faster, 1 unchanged, 0 inconclusive of 1 cases; 1 broken" in done.stdout
+    assert "- `cnn-fwd-fp32-b16`: oom: OutOfMemoryError: CUDA out of memory\n" in done.stdout
+    assert "b32" not in done.stdout.split("Broken in the candidate")[1]  # it never ran in the baseline
+    assert "Vanished" not in done.stdout  # broken, not vanished
+
+
+def test_a_vanished_case_fails_only_with_strict(tmp_path):
+    run_folder(tmp_path, "base", {"cnn-fwd-fp32-b8": rounds(seed=1), "cnn-fwd-fp32-b16": rounds(seed=2)})
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=3)})
+    lenient = run_gate("base", "cand", "--reports-dir", str(tmp_path))
+    assert lenient.returncode == 0 and "Vanished cases (not gated): `cnn-fwd-fp32-b16`" in lenient.stdout
+    strict = run_gate("base", "cand", "--reports-dir", str(tmp_path), "--strict")
+    assert strict.returncode == 1 and "Vanished cases (fail with --strict): `cnn-fwd-fp32-b16`" in strict.stdout
+
+
+def test_runs_from_different_environments_are_refused_unless_allowed(tmp_path):
+    run_folder(tmp_path, "base", {"cnn-fwd-fp32-b8": rounds(seed=1)}, torch_version="2.11.0")
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=2)}, size="full")
+    refused = run_gate("base", "cand", "--reports-dir", str(tmp_path))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == ("error: base and cand come from different environments (torch: 2.11.0 vs 2.14.1; "
+                              "size: quick vs full); compare them anyway with --allow-different-env\n")
+    allowed = run_gate("base", "cand", "--reports-dir", str(tmp_path), "--allow-different-env")
+    assert allowed.returncode == 0
+    assert "Environments differ (compared as asked): torch: 2.11.0 vs 2.14.1; size: quick vs full" in allowed.stdout
