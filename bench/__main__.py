@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--strict", action="store_true", help="fail when a baseline case is missing from the candidate")
     gate.set_defaults(handler=_gate)
 
-    validate = commands.add_parser("validate", help="a machine's first run: timers, kernel against SDPA, "
-                                   "sweep, A/A gate, profile; every stage logged into --out")
+    validate = commands.add_parser("validate", help="a machine's first run: GPU tests, timers, kernel against "
+                                   "SDPA, the GPU preset's sweep, A/A gate, profile; every stage logged into --out")
     validate.add_argument("--out", type=Path, required=True, help="a new or empty folder for the results")
     validate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     validate.add_argument("--size", default="full", help="full (default: the GPU run) or quick (a CPU rehearsal)")
