@@ -217,6 +217,24 @@ def test_attention_plot_has_a_panel_per_shape_and_a_line_per_implementation():
     assert plot_attention(model_rows().query("kind == 'model'")) is None
 
 
+def test_attention_panels_and_lines_keep_the_order_the_sweep_ran_them_in():
+    rows = model_rows().query("kind == 'attention'")
+    first = rows.iloc[[2, 0, 1]].copy()  # the causal panel first, then the full one
+    first.iloc[0, first.columns.get_loc("attention")] = "sdpa"
+    naive = first.iloc[[1]].assign(attention="naive", tflops=0.7)  # a second line in the full panel, after sdpa
+    fig = plot_attention(pd.concat([first, naive]))
+    causal, full, *_ = fig.axes
+    assert [ax.get_title() for ax in (causal, full)] == ["fwd bf16 causal d64", "fwd bf16 full d64"]
+    assert [t.get_text() for t in full.get_legend().get_texts()] == ["sdpa", "naive"]
+
+
+def test_the_breakdown_plot_grows_half_an_inch_a_case():
+    for cases in (2, 6):
+        shares = pd.DataFrame({"attention": [0.5] * cases, "matmul/conv": [0.5] * cases},
+                              index=[f"case{i}" for i in range(cases)])
+        assert tuple(plot_breakdowns(shares).get_size_inches()) == pytest.approx((9, 0.5 * cases + 1.5))
+
+
 def test_a_grid_of_five_panels_is_two_rows_of_four():
     fig, axes = _figure_grid(5)
     assert len(axes) == 8 and [ax.get_visible() for ax in axes] == [True] * 5 + [False] * 3
