@@ -336,6 +336,24 @@ def test_the_attention_backward_reaches_every_input():
     assert closure["grad_out"].dtype == torch.bfloat16  # no cast inside the timed step
 
 
+@pytest.mark.parametrize("phase", ["fwd", "fwdbwd"])
+def test_attention_inputs_and_output_grad_are_made_on_the_case_s_device(monkeypatch, phase):
+    seen = []
+
+    def spy(q, k, v, *, causal):
+        seen.append({t.device.type for t in (q, k, v)})
+        return q * k * v
+
+    monkeypatch.setitem(ATTENTION, "spy", AttentionImpl("spy", spy))
+    work = attention_workload(AttentionCase("spy", phase, "fp16", 8, 16, False, 1, 2), torch.device("meta"))
+    work.step()
+    assert seen == [{"meta"}]
+    if phase == "fwdbwd":
+        closure = dict(zip(work.step.__code__.co_freevars, (c.cell_contents for c in work.step.__closure__),
+                           strict=True))
+        assert closure["grad_out"].device.type == "meta"
+
+
 def test_attention_inputs_come_from_a_fixed_seed():
     case = AttentionCase("naive", "fwdbwd", "fp16", 8, 16, False, 1, 2)
     first, second = (attention_workload(case, CPU).step for _ in range(2))
