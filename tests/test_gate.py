@@ -9,11 +9,22 @@ from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.__main__ import main
 from bench.cases import Case
-from bench.gate import GateResult, Verdict, gate, holm, judge, min_p_value, ratio_interval, u_test
+from bench.gate import (
+    GateResult,
+    Verdict,
+    environment_differences,
+    gate,
+    holm,
+    judge,
+    min_p_value,
+    ratio_interval,
+    u_test,
+)
 from bench.row import Row
 from bench.rundir import RunDir, RunError, RunWriter
 
@@ -248,6 +259,7 @@ def test_too_few_rounds_for_the_u_test_to_reach_alpha_are_inconclusive():
 def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002]) and holm([]) == []
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped: a probability
 
 
 def test_holm_keeps_many_equal_cases_from_raising_a_false_alarm(tmp_path):
@@ -368,3 +380,31 @@ def test_runs_from_different_environments_are_refused_unless_allowed(tmp_path):
     allowed = run_gate("base", "cand", "--reports-dir", str(tmp_path), "--allow-different-env")
     assert allowed.returncode == 0
     assert "Environments differ (compared as asked): torch: 2.11.0 vs 2.14.1; size: quick vs full" in allowed.stdout
+
+
+def test_environment_differences_skip_missing_columns_and_list_every_value():
+    base = pd.DataFrame({"torch": ["2.11.0", "2.14.1"], "size": ["quick", "quick"]})
+    cand = pd.DataFrame({"device_name": ["H200", "H200"], "torch": ["2.14.1", "2.14.1"], "size": ["quick"] * 2})
+    assert environment_differences(base, cand) == ["torch: 2.11.0, 2.14.1 vs 2.14.1"]
+    assert environment_differences(None, cand) == [] and environment_differences(base, None) == []
+
+
+def test_a_json_baseline_against_a_run_folder_is_compared_and_the_defaults_are_strict_about_env_only(tmp_path):
+    base = benchmark_json(tmp_path / "base.json", {"cnn-fwd-fp32-b8": rounds(seed=1), "cnn-fwd-fp32-b4": rounds()},
+                          device="cpu")
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=2),
+                                  "cnn-fwd-fp32-b16": ("error", "RuntimeError: boom")})
+    result = gate(str(base), "cand", reports_dir=tmp_path)
+    assert [v.verdict for v in result.verdicts] == ["unchanged"] and result.vanished == ["cnn-fwd-fp32-b4"]
+    assert not result.failed and "Environments differ" not in result.markdown("base", "cand")  # not --strict
+    run_folder(tmp_path, "other", {"cnn-fwd-fp32-b8": rounds(seed=3)}, torch_version="2.11.0")
+    with pytest.raises(RunError, match="come from different environments"):
+        gate("other", "cand", reports_dir=tmp_path)
+
+
+def test_an_error_in_the_candidate_is_broken_like_an_oom(tmp_path):
+    run_folder(tmp_path, "base", {"cnn-fwd-fp32-b8": rounds(seed=1), "cnn-fwd-fp32-b16": rounds(seed=2)})
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=3),
+                                  "cnn-fwd-fp32-b16": ("error", "RuntimeError: boom")})
+    result = gate("base", "cand", reports_dir=tmp_path)
+    assert result.broken == {"cnn-fwd-fp32-b16": "error: RuntimeError: boom"} and result.failed
