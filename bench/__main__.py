@@ -1,4 +1,4 @@
-"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate, validate} ..."""
+"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate, ab, validate} ..."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ def _gate(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _ab(args: argparse.Namespace) -> int:
+    import time
+
+    from bench.ab import ab
+    from bench.gate import write_step_summary
+
+    out = args.out or args.reports_dir / time.strftime("ab-%Y%m%d-%H%M%S")
+    result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=args.threshold / 100,
+                alpha=args.alpha, python_a=args.python_a, python_b=args.python_b,
+                log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = result.markdown()
+    print(table)
+    write_step_summary(table)
+    print(f"wrote {out}/ab.md, medians.csv and the runs of every process", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from bench import validate
     from bench.models import SIZES
@@ -123,6 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--strict", action="store_true", help="fail when a baseline case is missing from the candidate")
     gate.set_defaults(handler=_gate)
 
+    from bench import ab
+
+    paired = commands.add_parser("ab", parents=[runs], help="paired A/B: two revisions (or interpreters) run "
+                                 "alternately in fresh processes; fail (exit 1) on a confirmed slowdown",
+                                 usage="python -m bench ab [options] BASELINE CANDIDATE [-- SWEEP ARGUMENTS]",
+                                 description="Exit 0: no confirmed regression; 1: a case slower twice over, or "
+                                             "broken; 2: unusable input. The sweep's pytest arguments go after -- "
+                                             "(default: bench, the quick sweep).")
+    paired.add_argument("baseline", help="git revision of this checkout for side A (e.g. main)")
+    paired.add_argument("candidate", help="git revision for side B (e.g. HEAD; the same as A with --python-b)")
+    paired.add_argument("--pairs", type=int, default=ab.DEFAULT_PAIRS,
+                        help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS})")
+    paired.add_argument("--threshold", type=float, default=ab.DEFAULT_THRESHOLD * 100, metavar="PCT",
+                        help=f"smallest slowdown in percent that may fail (default {ab.DEFAULT_THRESHOLD * 100:.0f})")
+    paired.add_argument("--alpha", type=float, default=0.01, help="chance of any false alarm (default 0.01)")
+    paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
+    paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
+    paired.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")
+    paired.set_defaults(handler=_ab)
+
     validate = commands.add_parser("validate", help="a machine's first run: GPU tests, timers, kernel against "
                                    "SDPA, the GPU preset's sweep, A/A gate, profile; every stage logged into --out")
     validate.add_argument("--out", type=Path, required=True, help="a new or empty folder for the results")
@@ -132,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                           help="comma-separated stages in the order they run, or all (default)")
     validate.set_defaults(handler=_validate)
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)  # what follows -- is for the sweep (ab)
+    args = parser.parse_args(argv[:split])
+    args.sweep = argv[split + 1:]
     try:
         return args.handler(args)
     except RunError as err:

@@ -1,0 +1,214 @@
+"""Paired A/B timing, as asv's `continuous` does: `python -m bench ab BASE CANDIDATE -- SWEEP OPTIONS` runs
+two git revisions of this checkout (worktrees sharing the installed environment), or one revision under
+two Python interpreters, alternately in fresh processes, in ABBA order. What moves between runs is the
+process (clocks, placement, algorithm choices), so a process's median per case is the unit of evidence:
+each case's verdict comes from the log-ratios of its pairs (a t interval), with Holm's correction over the
+cases, and a case found slower fails only if K more pairs find it slower again."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.gate import holm
+from bench.rundir import RunError, load_results, load_rounds
+
+DEFAULT_PAIRS = 6
+DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
+POWER = 0.8  # for the minimum detectable effect
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    case: str
+    pairs: int
+    ratio: float  # geometric mean of candidate / baseline process medians over the pairs
+    ci_low: float
+    ci_high: float
+    p_value: float  # of the t test on the log-ratios, Holm-adjusted over the cases
+    mde: float  # the smallest relative change these pairs could detect at alpha with power POWER
+    verdict: str  # slower, faster, unchanged or inconclusive
+
+
+def abba(pairs: int) -> list[tuple[int, str]]:
+    """(pair, side) in run order, A B B A A B ...: a drift in time weighs on both sides alike."""
+    return [(k, side) for k in range(pairs) for side in (("A", "B") if k % 2 == 0 else ("B", "A"))]
+
+
+def log_ratio_test(base: np.ndarray, cand: np.ndarray) -> float:
+    """Two-sided p of the one-sample t test that the mean log-ratio of the pairs is 0."""
+    logs = np.log(cand / base)
+    if logs.size < 2:
+        return 1.0
+    if np.ptp(logs) == 0:  # every pair gave the same ratio: no spread to test against
+        return 1.0 if logs[0] == 0 else 0.0
+    return float(stats.ttest_1samp(logs, 0.0).pvalue)
+
+
+def judge_pairs(case: str, base: np.ndarray, cand: np.ndarray, threshold: float, alpha: float,
+                p_value: float) -> PairVerdict:
+    """Slower or faster when the mean log-ratio is beyond the threshold, its interval clear of 0 and the
+    (adjusted) p below alpha; inconclusive when the pairs could not detect a change of the threshold's size."""
+    logs = np.log(cand / base)
+    k = logs.size
+    mean = float(logs.mean())
+    se = float(logs.std(ddof=1) / math.sqrt(k)) if k > 1 else math.inf
+    t_alpha = float(stats.t.ppf(1 - alpha / 2, k - 1)) if k > 1 else math.inf
+    t_power = float(stats.t.ppf(POWER, k - 1)) if k > 1 else math.inf
+    low, high = math.exp(mean - t_alpha * se), math.exp(mean + t_alpha * se)
+    mde = math.expm1((t_alpha + t_power) * se) if se < math.inf else math.inf
+    ratio = math.exp(mean)
+    significant = p_value < alpha
+    if ratio > 1 + threshold and low > 1 and significant:
+        verdict = "slower"
+    elif ratio < 1 / (1 + threshold) and high < 1 and significant:
+        verdict = "faster"
+    elif mde > threshold:
+        verdict = "inconclusive"
+    else:
+        verdict = "unchanged"
+    return PairVerdict(case, k, ratio, low, high, p_value, mde, verdict)
+
+
+def judge_all(medians: pd.DataFrame, threshold: float, alpha: float) -> list[PairVerdict]:
+    """Every case with a median on both sides in every pair; `medians` has columns case, pair, side, median_s."""
+    table = medians.pivot_table(index=["case", "pair"], columns="side", values="median_s").dropna()
+    cases = [(case, group["A"].to_numpy(), group["B"].to_numpy()) for case, group in table.groupby(level="case")]
+    p_values = holm([log_ratio_test(base, cand) for _, base, cand in cases])
+    return [judge_pairs(case, base, cand, threshold, alpha, p)
+            for (case, base, cand), p in zip(cases, p_values, strict=True)]
+
+
+@dataclass
+class ABRun:
+    """Where the processes run (a worktree and an interpreter per side) and where their runs go."""
+
+    roots: dict[str, Path]
+    pythons: dict[str, str]
+    sweep_args: list[str]
+    out: Path
+    log: Callable[[str], None] = print
+    medians: list[dict] = field(default_factory=list)
+    statuses: list[dict] = field(default_factory=list)
+
+    def run_pairs(self, pairs: int, name: str = "first") -> None:
+        """K pairs in ABBA order, one fresh pytest process each; each case's median kept per process, under
+        the round's `name` (first, or confirm)."""
+        prefix = "" if name == "first" else f"{name} "
+        order, start = abba(pairs), time.monotonic()
+        for i, (pair, side) in enumerate(order):
+            elapsed = time.monotonic() - start
+            eta = f", about {elapsed / i * (len(order) - i):.0f} s left" if i else ""
+            self.log(f"ab: {prefix}pair {pair + 1}/{pairs}, side {side}, {elapsed:.0f} s elapsed{eta}")
+            run_id = f"{prefix.strip()}-{side}-{pair + 1}" if prefix else f"{side}-{pair + 1}"
+            command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only", "-q",
+                       "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(self.out)]
+            with open(self.out / f"{run_id}.log", "w") as log:
+                code = subprocess.call(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONPATH": str(self.roots[side])})
+            if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
+                raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; "
+                               f"see {self.out / run_id}.log)")
+            rounds, _ = load_rounds(self.out / run_id)
+            self.medians += [{"round": name, "pair": pair, "side": side, "case": case,
+                              "median_s": float(np.median(r))} for case, r in rounds.items()]
+            results = load_results(self.out / run_id)
+            self.statuses += [{"round": name, "pair": pair, "side": side, "case": row.case_id,
+                               "status": row.status, "reason": row.reason} for row in results.itertuples()]
+
+    def frame(self, name: str = "first") -> pd.DataFrame:
+        """The medians of one round of pairs."""
+        frame = pd.DataFrame(self.medians)
+        return frame[frame["round"] == name]
+
+
+@dataclass(frozen=True)
+class ABResult:
+    verdicts: list[PairVerdict]
+    confirmed: dict[str, PairVerdict]  # the slower cases' verdicts from the confirming pairs
+    broken: dict[str, str]  # case -> status and reason on B where A was ok
+    threshold: float
+    alpha: float
+    labels: tuple[str, str]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.broken or any(v.verdict == "slower" for v in self.confirmed.values()))
+
+    def markdown(self) -> str:
+        base, cand = self.labels
+        counts = ", ".join(f"{sum(v.verdict == name for v in self.verdicts)} {name}"
+                           for name in ("slower", "faster", "unchanged", "inconclusive"))
+        confirmed = sum(v.verdict == "slower" for v in self.confirmed.values())
+        lines = [f"### archbench ab: {cand} (B) vs {base} (A)", "",
+                 f"{counts} of {len(self.verdicts)} cases; {confirmed} of {len(self.confirmed)} slower confirmed; "
+                 f"{len(self.broken)} broken (threshold {self.threshold:.0%}, alpha {self.alpha}, Holm-adjusted; "
+                 "per-process medians, paired).", "",
+                 "| case | verdict | pairs | ratio B/A | CI of ratio | p (t, Holm) | detectable | confirmed |",
+                 "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+        for v in sorted(self.verdicts, key=lambda v: -v.ratio):
+            again = self.confirmed.get(v.case)
+            lines.append(f"| `{v.case}` | {v.verdict} | {v.pairs} | {v.ratio:.3f} | {v.ci_low:.3f}-{v.ci_high:.3f} | "
+                         f"{v.p_value:.2g} | ±{v.mde:.1%} | {again.verdict if again else ''} |")
+        if self.broken:
+            lines += ["", "Broken on B (ok on A; fails):"] + [f"- `{c}`: {what}" for c, what in self.broken.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _worktree(repo: Path, ref: str, into: Path) -> Path:
+    done = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(into), ref],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RunError(f"{ref}: not a revision of {repo} ({(done.stderr.strip().splitlines() or ['?'])[-1]})")
+    return into
+
+
+def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int = DEFAULT_PAIRS,
+       threshold: float = DEFAULT_THRESHOLD, alpha: float = 0.01, python_a: str = sys.executable,
+       python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print) -> ABResult:
+    """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K ABBA pairs into `out`,
+    judge every case, confirm the slower ones."""
+    repo = repo or Path.cwd()
+    if pairs < 2:
+        raise RunError(f"--pairs must be at least 2, got {pairs}")
+    if not 0 < alpha < 1 or threshold < 0:
+        raise RunError(f"--alpha must be between 0 and 1 and --threshold not negative, got {alpha}, {threshold}")
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"{out}: not empty; ab writes into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="archbench-ab-") as tmp:
+        roots = {"A": _worktree(repo, base, Path(tmp) / "A"), "B": _worktree(repo, candidate, Path(tmp) / "B")}
+        try:
+            run = ABRun(roots, {"A": python_a, "B": python_b}, sweep_args, out, log)
+            run.run_pairs(pairs)
+            verdicts = judge_all(run.frame(), threshold, alpha)
+            slower = [v.case for v in verdicts if v.verdict == "slower"]
+            confirmed = {}
+            if slower:
+                log(f"ab: {len(slower)} slower; confirming with {pairs} more pairs")
+                run.run_pairs(pairs, name="confirm")
+                again = run.frame("confirm")
+                confirmed = {v.case: v for v in judge_all(again[again["case"].isin(slower)], threshold, alpha)}
+        finally:
+            for root in roots.values():
+                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(root)],
+                               capture_output=True)
+    pd.DataFrame(run.medians).to_csv(out / "medians.csv", index=False)
+    statuses = pd.DataFrame(run.statuses)
+    ok_on_a = set(statuses[(statuses["side"] == "A") & (statuses["status"] == "ok")]["case"])
+    failed = statuses[(statuses["side"] == "B") & statuses["status"].isin(["error", "oom"])]
+    broken = {row.case: f"{row.status}: {row.reason}" for row in failed.itertuples() if row.case in ok_on_a}
+    result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate))
+    (out / "ab.md").write_text(result.markdown())
+    return result

@@ -1,0 +1,142 @@
+"""Paired A/B runs: the statistics on synthetic process medians with known process-to-process noise and
+shifts, and one end-to-end run over two revisions of a throwaway clone."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import mannwhitneyu
+
+from bench.ab import ab, abba, judge_all, judge_pairs, log_ratio_test
+from bench.rundir import RunError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pairs_run_in_abba_order():
+    assert abba(3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
+
+
+def processes(rng, k, shift=1.0, process_noise=0.03, rounds=30, autocorrelation=0.9):
+    """K processes' rounds of one case: each process draws its own level (what moves between runs), and
+    its rounds wander around it as an AR(1) series (what the rounds of one process share)."""
+    data = []
+    for _ in range(k):
+        level = shift * np.exp(rng.normal(0, process_noise))
+        noise, series = 0.0, []
+        for _ in range(rounds):
+            noise = autocorrelation * noise + rng.normal(0, 0.01)
+            series.append(level * np.exp(noise))
+        data.append(np.array(series))
+    return data
+
+
+def test_pairs_of_process_medians_keep_the_false_alarm_rate_near_alpha_where_pooled_rounds_do_not():
+    rng = np.random.default_rng(0)
+    paired = pooled = 0
+    experiments, alpha = 300, 0.05
+    for _ in range(experiments):
+        a, b = processes(rng, 6), processes(rng, 6)
+        paired += log_ratio_test(np.array([np.median(x) for x in a]), np.array([np.median(x) for x in b])) < alpha
+        pooled += mannwhitneyu(np.concatenate(a), np.concatenate(b)).pvalue < alpha
+    assert 0.02 <= paired / experiments <= 0.09  # about alpha
+    assert pooled / experiments > 0.5  # rounds taken as independent: "significant" most of the time
+
+
+@pytest.mark.parametrize(("process_noise", "pairs"), [(0.02, 6), (0.03, 10)])
+def test_pairs_find_a_10_percent_slowdown_twice_over_through_process_noise(process_noise, pairs):
+    """A slowdown fails only when the confirming pairs find it too: both rounds must catch it."""
+    rng = np.random.default_rng(1)
+
+    def caught() -> bool:
+        a = np.array([np.median(x) for x in processes(rng, pairs, process_noise=process_noise)])
+        b = np.array([np.median(x) for x in processes(rng, pairs, shift=1.10, process_noise=process_noise)])
+        return judge_pairs("c", a, b, threshold=0.05, alpha=0.01, p_value=log_ratio_test(a, b)).verdict == "slower"
+
+    assert sum(caught() and caught() for _ in range(100)) >= 90
+
+
+def test_the_interval_and_the_detectable_effect_by_hand():
+    base = np.array([1.0, 1.0, 1.0, 1.0])
+    cand = np.exp(np.array([0.10, 0.12, 0.08, 0.10]))  # mean log-ratio 0.10, sd 0.01633, se 0.008165
+    verdict = judge_pairs("c", base, cand, threshold=0.05, alpha=0.01, p_value=log_ratio_test(base, cand))
+    t_alpha, t_power = 5.840909, 0.978472  # t(0.995, 3) and t(0.8, 3)
+    assert verdict.ratio == pytest.approx(np.exp(0.10))
+    assert verdict.ci_low == pytest.approx(np.exp(0.10 - t_alpha * 0.0081650), rel=1e-5)
+    assert verdict.mde == pytest.approx(np.expm1((t_alpha + t_power) * 0.0081650), rel=1e-5)
+    assert verdict.verdict == "slower" and verdict.pairs == 4
+
+
+def test_too_few_or_too_noisy_pairs_are_inconclusive_and_identical_ones_unchanged():
+    noisy = judge_pairs("c", np.ones(3), np.array([0.8, 1.3, 1.05]), 0.05, 0.01, 0.9)
+    assert noisy.verdict == "inconclusive" and noisy.mde > 0.05
+    same = judge_pairs("c", np.ones(4), np.ones(4), 0.05, 0.01, log_ratio_test(np.ones(4), np.ones(4)))
+    assert (same.verdict, same.ratio, same.mde) == ("unchanged", 1.0, 0.0)
+    assert log_ratio_test(np.ones(1), 2 * np.ones(1)) == 1.0 and log_ratio_test(np.ones(3), 2 * np.ones(3)) == 0.0
+
+
+def test_judge_all_pairs_processes_by_pair_and_adjusts_over_cases():
+    rows = [{"case": case, "pair": k, "side": side, "median_s": value}
+            for case, shift in (("slow", 1.5), ("same", 1.0)) for k in range(4)
+            for side, value in (("A", 1.0 + 0.01 * k), ("B", shift * (1.0 + 0.01 * k) * (1 + 0.001 * k)))]
+    verdicts = {v.case: v for v in judge_all(pd.DataFrame(rows), threshold=0.05, alpha=0.01)}
+    assert verdicts["slow"].verdict == "slower" and verdicts["same"].verdict == "unchanged"
+    assert verdicts["slow"].ratio == pytest.approx(1.5, rel=0.01) and verdicts["slow"].pairs == 4
+
+
+@pytest.fixture(scope="module")
+def two_revisions(tmp_path_factory):
+    """A clone of this repository's HEAD and a second commit on it that makes the CNN 20 ms slower and the
+    GRU raise."""
+    repo = tmp_path_factory.mktemp("ab") / "repo"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
+    cnn, rnn = repo / "bench/models/cnn.py", repo / "bench/models/rnn.py"
+    cnn.write_text(cnn.read_text().replace("        return self.classifier(self.features(x))",
+                                           "        __import__('time').sleep(0.02)\n"
+                                           "        return self.classifier(self.features(x))"))
+    rnn.write_text(rnn.read_text().replace("        embedded = self.dropout(self.embedding(tokens))",
+                                           "        if self.rnn.mode == 'GRU':\n"
+                                           "            raise RuntimeError('broken on purpose')\n"
+                                           "        embedded = self.dropout(self.embedding(tokens))"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "--quiet", "-am", "slower cnn, broken gru"], check=True)
+    return repo
+
+
+SWEEP = ["bench/test_models.py", "--models", "cnn,gru", "--phases", "fwd", "--precisions", "fp32",
+         "--batch-sizes", "2", "--device", "cpu", "--benchmark-max-time", "0.02", "--benchmark-min-rounds", "3"]
+
+
+def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, tmp_path):
+    lines = []
+    # Two pairs keep the test short; with one degree of freedom the t test needs a loose alpha.
+    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=2, alpha=0.2, repo=two_revisions,
+                log=lines.append)
+    verdicts = {v.case: v for v in result.verdicts}
+    assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
+    assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
+    assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
+    assert lines[0].startswith("ab: pair 1/2, side A, 0 s elapsed") and "confirming with 2 more pairs" in lines[4]
+    assert lines[5].startswith("ab: confirm pair 1/2, side A")
+    assert lines[2].startswith("ab: pair 2/2, side B") and "s left" in lines[2]
+    medians = pd.read_csv(tmp_path / "out" / "medians.csv")
+    assert set(medians["round"]) == {"first", "confirm"}  # each: 2 pairs x 2 sides for cnn, side A only for gru
+    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBA" * 2,
+                                                                      "gru-fwd-fp32-b2": "AA" * 2}
+    assert "| `cnn-fwd-fp32-b2` | slower | 2 |" in (tmp_path / "out" / "ab.md").read_text()
+    worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
+                               text=True).stdout
+    assert len(worktrees.splitlines()) == 1  # both removed
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"pairs": 1}, "--pairs must be at least 2, got 1"),
+    ({"alpha": 1.5}, "--alpha must be between 0 and 1"),
+    ({"base": "no-such-ref"}, "no-such-ref: not a revision of "),
+])
+def test_unusable_input_is_one_line(two_revisions, tmp_path, kwargs, message):
+    base = kwargs.pop("base", "HEAD")
+    with pytest.raises(RunError, match=message):
+        ab(base, "HEAD", SWEEP, tmp_path / "out", repo=two_revisions, **kwargs)
