@@ -106,6 +106,6 @@ def test_a_sweep_killed_part_way_still_reports_and_gates_on_the_cases_it_finishe
         done = subprocess.run([sys.executable, "-m", "bench", *command, "--reports-dir", str(tmp_path)], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-    assert f"0 slower, 0 faster, {len(finished)} unchanged of {len(finished)} cases" in done.stdout
+    assert f"0 slower, 0 faster, {len(finished)} unchanged, 0 inconclusive of {len(finished)} cases" in done.stdout
     summary = (tmp_path / "killed" / "summary.md").read_text()
     assert f"{len(finished)} cases, {len(finished)} ok" in summary
