@@ -88,13 +88,13 @@ def test_judge_all_pairs_processes_by_pair_and_adjusts_over_cases():
 
 @pytest.fixture(scope="module")
 def two_revisions(tmp_path_factory):
-    """A clone of this repository's HEAD and a second commit on it that makes the CNN 20 ms slower and the
+    """A clone of this repository's HEAD and a second commit on it that makes the CNN 200 ms slower and the
     GRU raise."""
     repo = tmp_path_factory.mktemp("ab") / "repo"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
     cnn, rnn = repo / "bench/models/cnn.py", repo / "bench/models/rnn.py"
     cnn.write_text(cnn.read_text().replace("        return self.classifier(self.features(x))",
-                                           "        __import__('time').sleep(0.02)\n"
+                                           "        __import__('time').sleep(0.2)\n"
                                            "        return self.classifier(self.features(x))"))
     rnn.write_text(rnn.read_text().replace("        embedded = self.dropout(self.embedding(tokens))",
                                            "        if self.rnn.mode == 'GRU':\n"
@@ -111,21 +111,21 @@ SWEEP = ["bench/test_models.py", "--models", "cnn,gru", "--phases", "fwd", "--pr
 
 def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, tmp_path):
     lines = []
-    # Two pairs keep the test short; with one degree of freedom the t test needs a loose alpha.
-    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=2, alpha=0.2, repo=two_revisions,
+    # Three pairs keep the test short; with two degrees of freedom the t test needs a loose alpha.
+    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=3, alpha=0.2, repo=two_revisions,
                 log=lines.append)
     verdicts = {v.case: v for v in result.verdicts}
     assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
     assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
     assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
-    assert lines[0].startswith("ab: pair 1/2, side A, 0 s elapsed") and "confirming with 2 more pairs" in lines[4]
-    assert lines[5].startswith("ab: confirm pair 1/2, side A")
-    assert lines[2].startswith("ab: pair 2/2, side B") and "s left" in lines[2]
+    assert lines[0].startswith("ab: pair 1/3, side A, 0 s elapsed") and "confirming with 3 more pairs" in lines[6]
+    assert lines[7].startswith("ab: confirm pair 1/3, side A")
+    assert lines[2].startswith("ab: pair 2/3, side B") and "s left" in lines[2]
     medians = pd.read_csv(tmp_path / "out" / "medians.csv")
-    assert set(medians["round"]) == {"first", "confirm"}  # each: 2 pairs x 2 sides for cnn, side A only for gru
-    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBA" * 2,
-                                                                      "gru-fwd-fp32-b2": "AA" * 2}
-    assert "| `cnn-fwd-fp32-b2` | slower | 2 |" in (tmp_path / "out" / "ab.md").read_text()
+    assert set(medians["round"]) == {"first", "confirm"}  # each: 3 pairs x 2 sides for cnn, side A only for gru
+    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBAAB" * 2,
+                                                                      "gru-fwd-fp32-b2": "AAA" * 2}
+    assert "| `cnn-fwd-fp32-b2` | slower | 3 |" in (tmp_path / "out" / "ab.md").read_text()
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
                                text=True).stdout
     assert len(worktrees.splitlines()) == 1  # both removed
