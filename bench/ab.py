@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.gate import holm
+from bench.gate import broken_cases, holm
 from bench.rundir import RunError, load_results, load_rounds
 
 DEFAULT_PAIRS = 6
@@ -124,7 +124,7 @@ class ABRun:
             self.medians += [{"round": name, "pair": pair, "side": side, "case": case,
                               "median_s": float(np.median(r))} for case, r in rounds.items()]
             results = load_results(self.out / run_id)
-            self.statuses += [{"round": name, "pair": pair, "side": side, "case": row.case_id,
+            self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
                                "status": row.status, "reason": row.reason} for row in results.itertuples()]
 
     def frame(self, name: str = "first") -> pd.DataFrame:
@@ -206,9 +206,8 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int =
                                capture_output=True)
     pd.DataFrame(run.medians).to_csv(out / "medians.csv", index=False)
     statuses = pd.DataFrame(run.statuses)
-    ok_on_a = set(statuses[(statuses["side"] == "A") & (statuses["status"] == "ok")]["case"])
-    failed = statuses[(statuses["side"] == "B") & statuses["status"].isin(["error", "oom"])]
-    broken = {row.case: f"{row.status}: {row.reason}" for row in failed.itertuples() if row.case in ok_on_a}
+    side_a, side_b = (statuses[statuses["side"] == side] for side in ("A", "B"))
+    broken = broken_cases(side_a.loc[side_a["status"] == "ok", "case_id"], side_b)
     result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate))
     (out / "ab.md").write_text(result.markdown())
     return result

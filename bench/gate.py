@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from bench.rundir import REPORTS_DIR, RunError, load_results, load_rounds, resolve
@@ -165,6 +167,14 @@ def environment_differences(base, cand) -> list[str]:
     return differences
 
 
+def broken_cases(ran_before: Iterable[str], after: pd.DataFrame) -> dict[str, str]:
+    """The cases that ran before and errored or ran out of memory after (a results frame): case -> status
+    and reason."""
+    ran_before = set(ran_before)
+    failed = after[after["status"].isin(["error", "oom"])]
+    return {row.case_id: f"{row.status}: {row.reason}" for row in failed.itertuples() if row.case_id in ran_before}
+
+
 def gate(baseline: str, candidate: str, threshold: float | None = None, alpha: float = 0.01,
          reports_dir: Path = REPORTS_DIR, allow_different_env: bool = False, strict: bool = False) -> GateResult:
     """Judge every case present in both; raises RunError for unusable input or, unless allowed, runs from
@@ -180,10 +190,7 @@ def gate(baseline: str, candidate: str, threshold: float | None = None, alpha: f
     if differences and not allow_different_env:
         raise RunError(f"{baseline} and {candidate} come from different environments ({'; '.join(differences)}); "
                        "compare them anyway with --allow-different-env")
-    broken = {}
-    if cand_results is not None:
-        failed = cand_results[cand_results["status"].isin(["error", "oom"])]
-        broken = {row.case_id: f"{row.status}: {row.reason}" for row in failed.itertuples() if row.case_id in base}
+    broken = broken_cases(base, cand_results) if cand_results is not None else {}
     common = [name for name in base if name in cand]
     if not common and not broken:
         raise RunError(f"{baseline} and {candidate} share no benchmark: nothing to compare")

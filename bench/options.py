@@ -124,17 +124,20 @@ PRESETS = {
 }
 
 
-def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str) -> list[Case]:
-    """The model cases of one part of a sweep: each list option from the command line, else the part's,
-    else its default."""
-    def value(opt: str) -> str | None:
-        return get(opt) or part.get(opt)
+def _list_option(get: Callable[[str], Any], part: dict[str, Any], opt: str) -> list[str]:
+    """A list option's names: from the command line, else the preset part's, else its default (or all)."""
+    valid, default, _ = LIST_OPTIONS[opt]
+    return parse_names(opt, get(opt) or part.get(opt) or default or "all", valid)
 
-    names = {opt: parse_names(opt, value(opt) or default or "all", valid)
-             for opt, (valid, default, _) in LIST_OPTIONS.items()}
-    model_attns = names["attn"] if value("attn") else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
-    return sweep(names["models"], names["phases"], names["precisions"], parse_batch_sizes(value("batch_sizes")),
-                 model_attns, size, BATCH_PICKS[part["batches"]] if "batches" in part else slice(None))
+
+def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str) -> list[Case]:
+    """The model cases of one part of a sweep."""
+    names = {opt: _list_option(get, part, opt) for opt in LIST_OPTIONS}
+    given_attn = get("attn") or part.get("attn")
+    model_attns = names["attn"] if given_attn else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
+    return sweep(names["models"], names["phases"], names["precisions"],
+                 parse_batch_sizes(get("batch_sizes") or part.get("batch_sizes")), model_attns, size,
+                 BATCH_PICKS[part["batches"]] if "batches" in part else slice(None))
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,7 @@ class SweepOptions:
         size = parse_choice("size", get("size") or (preset.size if preset else "quick"), SIZES)
         cases = [case for part in (preset.parts if preset else ({},)) for case in _part_cases(get, part, size)]
         micro = preset.attention if preset else {}
-
-        def micro_names(opt: str) -> list[str]:
-            return parse_names(opt, get(opt) or micro.get(opt) or LIST_OPTIONS[opt][1] or "all", LIST_OPTIONS[opt][0])
-
-        attention_cases = attention_sweep(micro_names("attn"), micro_names("phases"), size,
+        attention_cases = attention_sweep(_list_option(get, micro, "attn"), _list_option(get, micro, "phases"), size,
                                           dtypes=micro.get("dtypes"), seqlens=micro.get("seqlens"))
         timing = {opt: get(f"benchmark_{opt}") if preset is None or given(f"benchmark_{opt}") else getattr(preset, opt)
                   for opt in ("max_time", "min_rounds")}
