@@ -1,4 +1,5 @@
-"""Unit-test set-up for Triton's interpreter (the root conftest turns it on where there is no GPU)."""
+"""Unit-test set-up: Triton's interpreter (the root conftest turns it on where there is no GPU), and
+mutation runs judged by each module's own test file."""
 
 import os
 
@@ -27,3 +28,16 @@ def _interpreter_dot_reads_bfloat16() -> None:
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_dot_reads_bfloat16()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under mutmut, a mutant of bench/<module>.py (or of bench/<module>/...) is judged by
+    tests/test_<module>.py alone: that file must pin the module, and a run over one module stays at
+    minutes. Modules without such a file keep every test mutmut selected."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")  # e.g. bench.harness.x_measure__mutmut_5
+    if "__mutmut_" not in mutant:
+        return
+    own = [item for item in items if item.path.name == f"test_{mutant.split('.')[1]}.py"]
+    if own:
+        config.hook.pytest_deselected(items=[item for item in items if item not in own])
+        items[:] = own

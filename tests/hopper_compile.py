@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import io
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -106,8 +107,13 @@ def main() -> None:
     triton.knobs.nvidia.dump_ptxas_log = True
     jobs = preset_jobs(args.preset) if args.preset else every_config_jobs()
     print(json.dumps({"jobs": len(jobs)}), flush=True)
-    for job in jobs:
-        print(json.dumps(compile_one(*job)), flush=True)
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:  # one compilation per core
+        for row in pool.imap(_compile_job, jobs):
+            print(json.dumps(row), flush=True)
+
+
+def _compile_job(job: tuple) -> dict:
+    return compile_one(*job)
 
 
 if __name__ == "__main__":

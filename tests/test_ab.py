@@ -88,13 +88,13 @@ def test_judge_all_pairs_processes_by_pair_and_adjusts_over_cases():
 
 @pytest.fixture(scope="module")
 def two_revisions(tmp_path_factory):
-    """A clone of this repository's HEAD and a second commit on it that makes the CNN 200 ms slower and the
+    """A clone of this repository's HEAD and a second commit on it that makes the CNN 50 ms slower and the
     GRU raise."""
     repo = tmp_path_factory.mktemp("ab") / "repo"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
     cnn, rnn = repo / "bench/models/cnn.py", repo / "bench/models/rnn.py"
     cnn.write_text(cnn.read_text().replace("        return self.classifier(self.features(x))",
-                                           "        __import__('time').sleep(0.2)\n"
+                                           "        __import__('time').sleep(0.05)\n"
                                            "        return self.classifier(self.features(x))"))
     rnn.write_text(rnn.read_text().replace("        embedded = self.dropout(self.embedding(tokens))",
                                            "        if self.rnn.mode == 'GRU':\n"
