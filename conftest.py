@@ -33,6 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[OPTIONS] = SweepOptions.from_values(config.getoption, lambda name: _given(config, name))
     except OptionError as err:
         raise pytest.UsageError(str(err)) from None
+    if config.stash[OPTIONS].instructions:  # counted, not timed: the benchmark fixture stays unused
+        config.addinivalue_line("filterwarnings", "ignore:Benchmark fixture was not used")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -71,9 +71,10 @@ def _ab(args: argparse.Namespace) -> int:
     from bench.gate import write_step_summary
 
     out = args.out or args.reports_dir / time.strftime("ab-%Y%m%d-%H%M%S")
-    result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=args.threshold / 100,
+    threshold = None if args.threshold is None else args.threshold / 100
+    result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=threshold,
                 alpha=args.alpha, python_a=args.python_a, python_b=args.python_b,
-                log=lambda line: print(line, file=sys.stderr, flush=True))
+                log=lambda line: print(line, file=sys.stderr, flush=True), instructions=args.instructions)
     table = result.markdown()
     print(table)
     write_step_summary(table)
@@ -150,10 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                                              "(default: bench, the quick sweep).")
     paired.add_argument("baseline", help="git revision of this checkout for side A (e.g. main)")
     paired.add_argument("candidate", help="git revision for side B (e.g. HEAD; the same as A with --python-b)")
-    paired.add_argument("--pairs", type=int, default=ab.DEFAULT_PAIRS,
-                        help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS})")
-    paired.add_argument("--threshold", type=float, default=ab.DEFAULT_THRESHOLD * 100, metavar="PCT",
-                        help=f"smallest slowdown in percent that may fail (default {ab.DEFAULT_THRESHOLD * 100:.0f})")
+    paired.add_argument("--pairs", type=int, default=None,
+                        help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS}; "
+                             f"{ab.INSTRUCTION_PAIRS} with --instructions)")
+    paired.add_argument("--threshold", type=float, default=None, metavar="PCT",
+                        help=f"smallest slowdown in percent that may fail (default {ab.DEFAULT_THRESHOLD * 100:.0f}; "
+                             f"{ab.INSTRUCTION_THRESHOLD * 100:.0f} with --instructions)")
+    paired.add_argument("--instructions", action="store_true",
+                        help="gate on instruction counts under valgrind's callgrind (CPU, single-threaded) instead "
+                             "of time: deterministic, so a 1%% change shows; about 50x slower than timing")
     paired.add_argument("--alpha", type=float, default=0.01, help="chance of any false alarm (default 0.01)")
     paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")

@@ -3,7 +3,11 @@ two git revisions of this checkout (worktrees sharing the installed environment)
 two Python interpreters, alternately in fresh processes, in ABBA order. What moves between runs is the
 process (clocks, placement, algorithm choices), so a process's median per case is the unit of evidence:
 each case's verdict comes from the log-ratios of its pairs (a t interval), with Holm's correction over the
-cases, and a case found slower fails only if K more pairs find it slower again."""
+cases, and a case found slower fails only if K more pairs find it slower again.
+
+With `instructions`, each process runs the sweep under valgrind's callgrind and a case's value is its
+instruction count per step (bench/instructions.py): deterministic to well under 1 %, so one pair
+suffices, the count's spread over the pairs stands in for an interval, and nothing is re-run."""
 
 from __future__ import annotations
 
@@ -22,10 +26,13 @@ import pandas as pd
 from scipy import stats
 
 from bench.gate import broken_cases, holm
+from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
 from bench.rundir import RunError, load_results, load_rounds
 
 DEFAULT_PAIRS = 6
 DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
+INSTRUCTION_PAIRS = 1
+INSTRUCTION_THRESHOLD = 0.01
 POWER = 0.8  # for the minimum detectable effect
 
 
@@ -90,6 +97,30 @@ def judge_all(medians: pd.DataFrame, threshold: float, alpha: float) -> list[Pai
             for (case, base, cand), p in zip(cases, p_values, strict=True)]
 
 
+def judge_counts(counts: pd.DataFrame, threshold: float) -> list[PairVerdict]:
+    """Instruction counts (columns case, pair, side, instructions): slower or faster when the ratio of the
+    sides' medians is beyond the threshold and their ranges do not overlap; inconclusive when a side's
+    counts spread by the threshold or more. The interval is the range of B/A over all counts; `mde` holds
+    the larger side's spread (max / min - 1)."""
+    table = counts.pivot_table(index=["case", "pair"], columns="side", values="instructions").dropna()
+    verdicts = []
+    for case, group in table.groupby(level="case"):
+        base, cand = group["A"].to_numpy(), group["B"].to_numpy()
+        ratio = float(np.median(cand) / np.median(base))
+        spread = max(float(side.max() / side.min() - 1) for side in (base, cand))
+        low, high = float(cand.min() / base.max()), float(cand.max() / base.min())
+        if ratio > 1 + threshold and low > 1:
+            verdict = "slower"
+        elif ratio < 1 / (1 + threshold) and high < 1:
+            verdict = "faster"
+        elif spread >= threshold:
+            verdict = "inconclusive"
+        else:
+            verdict = "unchanged"
+        verdicts.append(PairVerdict(case, len(base), ratio, low, high, math.nan, spread, verdict))
+    return verdicts
+
+
 @dataclass
 class ABRun:
     """Where the processes run (a worktree and an interpreter per side) and where their runs go."""
@@ -99,8 +130,14 @@ class ABRun:
     sweep_args: list[str]
     out: Path
     log: Callable[[str], None] = print
+    instructions: bool = False  # run under callgrind and keep each case's instruction count
     medians: list[dict] = field(default_factory=list)
     statuses: list[dict] = field(default_factory=list)
+
+    @property
+    def value(self) -> str:
+        """What each process gives per case: its median seconds, or its instructions per step."""
+        return "instructions" if self.instructions else "median_s"
 
     def run_pairs(self, pairs: int, name: str = "first") -> None:
         """K pairs in ABBA order, one fresh pytest process each; each case's median kept per process, under
@@ -114,16 +151,25 @@ class ABRun:
             run_id = f"{prefix.strip()}-{side}-{pair + 1}" if prefix else f"{side}-{pair + 1}"
             command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only", "-q",
                        "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(self.out)]
+            env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
+            if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
+                dumps = self.out / f"{run_id}.callgrind"
+                dumps.mkdir()
+                command = [*valgrind_command(dumps), *command, "--instructions"]
+                env.update({DUMP_DIR_ENV: str(dumps), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"})
             with open(self.out / f"{run_id}.log", "w") as log:
-                code = subprocess.call(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "PYTHONPATH": str(self.roots[side])})
+                code = subprocess.call(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT, env=env)
             if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
                 raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; "
                                f"see {self.out / run_id}.log)")
-            rounds, _ = load_rounds(self.out / run_id)
-            self.medians += [{"round": name, "pair": pair, "side": side, "case": case,
-                              "median_s": float(np.median(r))} for case, r in rounds.items()]
             results = load_results(self.out / run_id)
+            if self.instructions:
+                ok = results[results["status"] == "ok"]
+                values = dict(zip(ok["case_id"], ok["instructions"].astype(float), strict=True))
+            else:
+                values = {case: float(np.median(r)) for case, r in load_rounds(self.out / run_id)[0].items()}
+            self.medians += [{"round": name, "pair": pair, "side": side, "case": case, self.value: value}
+                             for case, value in values.items()]
             self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
                                "status": row.status, "reason": row.reason} for row in results.itertuples()]
 
@@ -141,6 +187,7 @@ class ABResult:
     threshold: float
     alpha: float
     labels: tuple[str, str]
+    instructions: bool = False
 
     @property
     def failed(self) -> bool:
@@ -151,16 +198,25 @@ class ABResult:
         counts = ", ".join(f"{sum(v.verdict == name for v in self.verdicts)} {name}"
                            for name in ("slower", "faster", "unchanged", "inconclusive"))
         confirmed = sum(v.verdict == "slower" for v in self.confirmed.values())
+        if self.instructions:
+            how = f"threshold {self.threshold:.0%}; callgrind's instruction counts, which need no confirming"
+            header = ["| case | verdict | pairs | ratio B/A | range of ratio | count spread |",
+                      "| --- | --- | ---: | ---: | --- | ---: |"]
+        else:
+            how = f"threshold {self.threshold:.0%}, alpha {self.alpha}, Holm-adjusted; per-process medians, paired"
+            header = ["| case | verdict | pairs | ratio B/A | CI of ratio | p (t, Holm) | detectable | confirmed |",
+                      "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
         lines = [f"### archbench ab: {cand} (B) vs {base} (A)", "",
                  f"{counts} of {len(self.verdicts)} cases; {confirmed} of {len(self.confirmed)} slower confirmed; "
-                 f"{len(self.broken)} broken (threshold {self.threshold:.0%}, alpha {self.alpha}, Holm-adjusted; "
-                 "per-process medians, paired).", "",
-                 "| case | verdict | pairs | ratio B/A | CI of ratio | p (t, Holm) | detectable | confirmed |",
-                 "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+                 f"{len(self.broken)} broken ({how}).", "", *header]
         for v in sorted(self.verdicts, key=lambda v: -v.ratio):
             again = self.confirmed.get(v.case)
-            lines.append(f"| `{v.case}` | {v.verdict} | {v.pairs} | {v.ratio:.3f} | {v.ci_low:.3f}-{v.ci_high:.3f} | "
-                         f"{v.p_value:.2g} | ±{v.mde:.1%} | {again.verdict if again else ''} |")
+            digits = 4 if self.instructions else 3  # a 1 % threshold needs the fourth
+            cells = [f"`{v.case}`", v.verdict, str(v.pairs), f"{v.ratio:.{digits}f}",
+                     f"{v.ci_low:.{digits}f}-{v.ci_high:.{digits}f}"]
+            cells += ([f"{v.mde:.3%}"] if self.instructions else
+                      [f"{v.p_value:.2g}", f"±{v.mde:.1%}", again.verdict if again else ""])
+            lines.append("| " + " | ".join(cells) + " |")
         if self.broken:
             lines += ["", "Broken on B (ok on A; fails):"] + [f"- `{c}`: {what}" for c, what in self.broken.items()]
         return "\n".join(lines) + "\n"
@@ -174,28 +230,42 @@ def _worktree(repo: Path, ref: str, into: Path) -> Path:
     return into
 
 
-def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int = DEFAULT_PAIRS,
-       threshold: float = DEFAULT_THRESHOLD, alpha: float = 0.01, python_a: str = sys.executable,
-       python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print) -> ABResult:
+def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int | None = None,
+       threshold: float | None = None, alpha: float = 0.01, python_a: str = sys.executable,
+       python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print,
+       instructions: bool = False) -> ABResult:
     """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K ABBA pairs into `out`,
-    judge every case, confirm the slower ones."""
+    judge every case, confirm the slower ones (timing), or judge their instruction counts (`instructions`).
+    `pairs` and `threshold` default by mode."""
     repo = repo or Path.cwd()
-    if pairs < 2:
-        raise RunError(f"--pairs must be at least 2, got {pairs}")
+    pairs = (INSTRUCTION_PAIRS if instructions else DEFAULT_PAIRS) if pairs is None else pairs
+    threshold = (INSTRUCTION_THRESHOLD if instructions else DEFAULT_THRESHOLD) if threshold is None else threshold
+    least = 1 if instructions else 2  # a t interval needs two pairs; a count does not
+    if pairs < least:
+        raise RunError(f"--pairs must be at least {least}, got {pairs}")
     if not 0 < alpha < 1 or threshold < 0:
         raise RunError(f"--alpha must be between 0 and 1 and --threshold not negative, got {alpha}, {threshold}")
     if out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: not empty; ab writes into a new folder")
+    if instructions:
+        try:  # valgrind there, and the helper compiled once before any process needs it
+            check_valgrind()
+            helper()
+        except InstructionsError as err:
+            raise RunError(str(err)) from None
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="archbench-ab-") as tmp:
         roots = {"A": _worktree(repo, base, Path(tmp) / "A"), "B": _worktree(repo, candidate, Path(tmp) / "B")}
         try:
-            run = ABRun(roots, {"A": python_a, "B": python_b}, sweep_args, out, log)
+            run = ABRun(roots, {"A": python_a, "B": python_b}, sweep_args, out, log, instructions)
             run.run_pairs(pairs)
-            verdicts = judge_all(run.frame(), threshold, alpha)
+            if instructions:
+                verdicts = judge_counts(run.frame(), threshold)
+            else:
+                verdicts = judge_all(run.frame(), threshold, alpha)
             slower = [v.case for v in verdicts if v.verdict == "slower"]
-            confirmed = {}
-            if slower:
+            confirmed = {v.case: v for v in verdicts if v.verdict == "slower"} if instructions else {}
+            if slower and not instructions:
                 log(f"ab: {len(slower)} slower; confirming with {pairs} more pairs")
                 run.run_pairs(pairs, name="confirm")
                 again = run.frame("confirm")
@@ -208,6 +278,6 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int =
     statuses = pd.DataFrame(run.statuses)
     side_a, side_b = (statuses[statuses["side"] == side] for side in ("A", "B"))
     broken = broken_cases(side_a.loc[side_a["status"] == "ok", "case_id"], side_b)
-    result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate))
+    result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate), instructions)
     (out / "ab.md").write_text(result.markdown())
     return result

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from bench import CACHE_DIR
 from bench.environment import fingerprint
 from bench.precision import DTYPES, peak_name
 from bench.rundir import atomic_write
 
-CACHE_DIR = Path.home() / ".cache" / "archbench"
 # name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
 MATMUL_PRECISIONS = {
     "fp32": (DTYPES["fp32"], False),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import attention
+from bench import attention, instructions
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
@@ -50,6 +50,7 @@ class Settings:
     warmup_rounds: int = 3  # the first also pays for autotuning and cudnn.benchmark's search
     warmup_s: float = 0.0  # and at least this many seconds of warm-up (WARMUP_S by device in a sweep)
     max_rounds: int = 10_000
+    instructions: bool = False  # count callgrind's instructions per step instead of timing rounds
 
 
 class TimedRound:
@@ -312,7 +313,10 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / (last * iterations))))
         target = TimedRound(work.step, iterations, device)
         with _gc_paused():
-            benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
+            if settings.instructions:  # counted under callgrind instead of timed: no rounds
+                counted = instructions.count(work.step)
+            else:
+                benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
     peak_mem = memory.peak_bytes()
     reason = ""
     try:
@@ -321,6 +325,9 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
         if not is_oom(err):
             raise
         flops, reason = None, "FLOPs not counted: out of memory while counting"
+    if settings.instructions:
+        return {"status": "ok", "reason": reason, "flops": flops, "batch_tokens": work.tokens,
+                "warmup_rounds": warmup_rounds, "instructions": counted}
     # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
     rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
     events = target.event_seconds()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from bench import instructions
 from bench.attention import ATTENTION
 from bench.cases import PHASES, AttentionCase, Case, attention_sweep, sweep
 from bench.models import MODELS, SIZES
@@ -77,6 +78,16 @@ def check_run_id(run_id: str) -> str:
     if not run_id or run_id.startswith(".") or not all(c.isalnum() or c in "-_." for c in run_id):
         raise OptionError(f"--run-id: '{run_id}' must be letters, digits, '-', '_' or '.'")
     return run_id
+
+
+def check_instructions(device: torch.device) -> None:
+    """Instruction counts are of CPU code, in a sweep that runs under callgrind."""
+    if device.type != "cpu":
+        raise OptionError(f"--instructions: counts CPU instructions; use --device cpu, not {device.type}")
+    try:
+        instructions.check_under_callgrind()
+    except instructions.InstructionsError as err:
+        raise OptionError(str(err)) from None
 
 
 def check_profile_steps(steps: int) -> int:
@@ -155,6 +166,7 @@ class SweepOptions:
     profile: bool = False
     profile_steps: int = 3
     profile_stacks: bool = False
+    instructions: bool = False  # count instructions under callgrind instead of timing
 
     @classmethod
     def from_values(cls, get: Callable[[str], Any], given: Callable[[str], bool] = lambda name: False) -> SweepOptions:
@@ -170,13 +182,16 @@ class SweepOptions:
         timing = {opt: get(f"benchmark_{opt}") if preset is None or given(f"benchmark_{opt}") else getattr(preset, opt)
                   for opt in ("max_time", "min_rounds")}
         reports_dir = Path(get("reports_dir")) if get("reports_dir") else REPORTS_DIR
+        device = resolve_device(get("device"))
+        if get("instructions"):
+            check_instructions(device)
         run_id = check_run_id(get("run_id") or default_run_id())
         if get("run_id") and (reports_dir / run_id).exists():
             raise OptionError(f"--run-id: {reports_dir / run_id} already exists; choose another run id")
         return cls(
             cases=tuple(dict.fromkeys(cases)),
             attention_cases=tuple(attention_cases),
-            device=resolve_device(get("device")),
+            device=device,
             run_id=run_id,
             run_id_given=bool(get("run_id")),
             reports_dir=reports_dir,
@@ -185,6 +200,7 @@ class SweepOptions:
             profile=bool(get("profile")),
             profile_steps=check_profile_steps(get("profile_steps")),
             profile_stacks=bool(get("profile_stacks")),
+            instructions=bool(get("instructions")),
         )
 
 
@@ -231,3 +247,6 @@ def add_options(parser) -> None:
     group.addoption("--profile-steps", type=int, default=3, metavar="N",
                     help="active profiler steps per case, after 1 wait and 1 warm-up step. Default: 3")
     group.addoption("--profile-stacks", action="store_true", help="record Python stacks in the traces (slower)")
+    group.addoption("--instructions", action="store_true",
+                    help="count each case's instructions per step under valgrind's callgrind, single-threaded, "
+                         "instead of timing it (CPU only; `python -m bench ab --instructions` runs the sweep so)")

@@ -22,6 +22,7 @@ COLUMNS = [
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
     "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
+    "instructions",
 ]
 
 
@@ -89,6 +90,7 @@ class Row:
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None
+    instructions: float | None = None  # callgrind's instructions per step (--instructions), instead of rounds
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:

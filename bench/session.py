@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from bench import calibrate
 from bench.harness import WARMUP_S, Settings, run_case
@@ -24,7 +25,10 @@ class Session:
     def __init__(self, options: SweepOptions, calibration: dict | None = None):
         self.options = options
         self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
-                                 warmup_s=WARMUP_S[options.device.type])
+                                 warmup_s=WARMUP_S[options.device.type], instructions=options.instructions)
+        if options.instructions:  # one thread: counts that do not depend on how work was split
+            torch.set_num_threads(1)
+            calibration = {}  # nothing is timed, so no peak to judge against
         self.calibration = calibrate.load_or_measure(options.device) if calibration is None else calibration
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases, for its JSON

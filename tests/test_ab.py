@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
 
-from bench.ab import ab, abba, judge_all, judge_pairs, log_ratio_test
+from bench.__main__ import main
+from bench.ab import ab, abba, judge_all, judge_counts, judge_pairs, log_ratio_test
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,43 @@ def test_judge_all_pairs_processes_by_pair_and_adjusts_over_cases():
     assert verdicts["slow"].ratio == pytest.approx(1.5, rel=0.01) and verdicts["slow"].pairs == 4
 
 
+def counts(values: dict[str, tuple[list[float], list[float]]]) -> pd.DataFrame:
+    """Instruction counts per case: (side A's, side B's), a pair per position."""
+    return pd.DataFrame([{"case": case, "pair": k, "side": side, "instructions": count}
+                         for case, sides in values.items() for side, side_counts in zip("AB", sides, strict=True)
+                         for k, count in enumerate(side_counts)])
+
+
+def test_instruction_counts_are_judged_by_their_ratio_their_ranges_and_their_spread():
+    verdicts = {v.case: v for v in judge_counts(counts({
+        "slower": ([1000, 1001], [1015, 1016]),  # 1.5 %: beyond 1 %, the ranges apart
+        "faster": ([1000], [980]),
+        "same": ([1000, 1000.5], [1004, 1003]),  # 0.35 %
+        "wobbly": ([1000, 1030], [1040, 1000]),  # a side spreads by 3 %: no verdict either way
+    }), threshold=0.01)}
+    assert {case: v.verdict for case, v in verdicts.items()} == {
+        "slower": "slower", "faster": "faster", "same": "unchanged", "wobbly": "inconclusive"}
+    slower = verdicts["slower"]
+    assert slower.ratio == pytest.approx(1015.5 / 1000.5) and slower.pairs == 2
+    assert (slower.ci_low, slower.ci_high) == (pytest.approx(1015 / 1001), pytest.approx(1016 / 1000))
+    assert slower.mde == pytest.approx(0.001) and np.isnan(slower.p_value)
+    assert verdicts["wobbly"].mde == pytest.approx(0.04)  # B: 1040 / 1000 - 1
+
+
+def test_overlapping_counts_are_not_slower_however_far_apart_their_medians():
+    verdict, = judge_counts(counts({"c": ([1000, 1000, 1100], [1100, 1100, 1000])}), threshold=0.01)
+    assert verdict.ratio == pytest.approx(1.1) and verdict.verdict == "inconclusive"
+
+
+def test_instructions_without_valgrind_exit_2_saying_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("bench.instructions.shutil.which", lambda name: None)
+    assert main(["ab", "HEAD", "HEAD", "--instructions", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --instructions needs valgrind, which is not on the PATH: install it "
+        "(Debian/Ubuntu: apt-get install -y valgrind; Fedora: dnf install valgrind)"]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def two_revisions(tmp_path_factory):
     """A clone of this repository's HEAD and a second commit on it that makes the CNN 50 ms slower and the
@@ -133,6 +171,7 @@ def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, t
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"pairs": 1}, "--pairs must be at least 2, got 1"),
+    ({"pairs": 0, "instructions": True}, "--pairs must be at least 1, got 0"),
     ({"alpha": 1.5}, "--alpha must be between 0 and 1"),
     ({"base": "no-such-ref"}, "no-such-ref: not a revision of "),
 ])

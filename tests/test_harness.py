@@ -272,6 +272,23 @@ def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
     assert row["warmup_s"] >= 0.05 and 5 <= row["warmup_rounds"] <= 11
 
 
+def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkeypatch):
+    calls, counted = [], []
+
+    def count(step):  # stands in for callgrind: runs the step twice, as a count of rounds would
+        counted.append((len(calls), gc.isenabled()))
+        step()
+        step()
+        return 1234.5
+
+    monkeypatch.setattr("bench.instructions.count", count)
+    settings = Settings(device=CPU, warmup_rounds=3, instructions=True)
+    fields = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 7, tokens=4), None, settings)
+    assert counted == [(3, False)] and len(calls) == 3 + 2  # the warm-up, then only the count: nothing timed
+    assert fields == {"status": "ok", "reason": "", "flops": 7, "batch_tokens": 4, "warmup_rounds": 3,
+                      "instructions": 1234.5}
+
+
 def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
     synced, steps = [], []
     cuda = torch.device("cuda")

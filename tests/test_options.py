@@ -22,7 +22,8 @@ from bench.rundir import REPORTS_DIR
 VALID = ("cnn", "lstm", "encoder")
 DEFAULTS = {"models": None, "phases": None, "precisions": None, "attn": None, "batch_sizes": None, "preset": None,
             "device": "cpu", "size": None, "run_id": None, "reports_dir": None, "benchmark_max_time": "1.0",
-            "benchmark_min_rounds": 5, "profile": False, "profile_steps": 3, "profile_stacks": False}
+            "benchmark_min_rounds": 5, "profile": False, "profile_steps": 3, "profile_stacks": False,
+            "instructions": False}
 
 
 def options(**values) -> SweepOptions:
@@ -137,7 +138,9 @@ HELP = """\
   --profile             after timing each case, profile it in a separate pass (torch.profiler) into
                         reports/<run-id>/traces/<case-id>/ for TensorBoard
   --profile-steps=N     active profiler steps per case, after 1 wait and 1 warm-up step. Default: 3
-  --profile-stacks      record Python stacks in the traces (slower)"""
+  --profile-stacks      record Python stacks in the traces (slower)
+  --instructions        count each case's instructions per step under valgrind's callgrind, single-threaded, instead of
+                        timing it (CPU only; `python -m bench ab --instructions` runs the sweep so)"""
 
 
 def test_pytest_help_lists_the_options_with_their_choices_and_defaults(capsys, monkeypatch):
@@ -159,7 +162,8 @@ def test_option_defaults_as_pytest_parses_them(capsys):
     # list options, --size and --preset are None until SweepOptions resolves them (a preset's, else the default)
     assert seen == {"models": None, "phases": None, "precisions": None, "attn": None, "preset": None,
                     "batch_sizes": None, "device": "auto", "size": None, "run_id": None, "reports_dir": None,
-                    "profile": False, "profile_steps": 3, "profile_stacks": False}
+                    "profile": False, "profile_steps": 3, "profile_stacks": False,
+                    "instructions": False}
 
 
 def test_batch_size_1_is_valid():
@@ -197,6 +201,22 @@ def test_sweep_options_name_the_bad_option(values, message):
     with pytest.raises(OptionError) as err:
         options(**values)
     assert str(err.value) == message
+
+
+def test_instructions_are_counted_on_the_cpu_only(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(OptionError) as err:
+        options(instructions=True, device="cuda")
+    assert str(err.value) == "--instructions: counts CPU instructions; use --device cpu, not cuda"
+
+
+def test_instructions_outside_callgrind_are_refused_in_one_line(monkeypatch):
+    """Natively (or with no helper to build) the sweep says how it must run."""
+    with pytest.raises(OptionError) as err:
+        options(instructions=True)
+    assert str(err.value).startswith("--instructions") and "callgrind" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert options().instructions is False
 
 
 def test_device_and_profile_switches_reach_the_options():
