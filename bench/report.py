@@ -247,6 +247,15 @@ def profile_sections(run_dir: Path, plots: Path) -> list[Section]:
                     _saved(plot_breakdowns(breakdowns), plots / "profile_breakdown.png"))]
 
 
+def instruction_sections(ok: pd.DataFrame) -> list[Section]:
+    """An --instructions run's one figure per case: callgrind's instructions per step (nothing is timed)."""
+    counted = ok[ok["instructions"].notna()] if "instructions" in ok else ok.iloc[:0]
+    if counted.empty:
+        return []
+    table = counted[["case_id", "instructions"]].assign(instructions=counted["instructions"].round().astype("int64"))
+    return [Section("Instructions per step (callgrind)", table)]
+
+
 def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
     """Noisy cases, cases that did not run, and the environment they ran in."""
     noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
@@ -291,7 +300,7 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     run_dir.plots_dir.mkdir(exist_ok=True)
     sections = [*throughput_sections(ok, run_dir.plots_dir), *memory_sections(ok, run_dir.plots_dir),
                 *speedup_sections(ok, run_dir.plots_dir), *profile_sections(run_dir.path, run_dir.plots_dir),
-                *health_sections(frame, ok)]
+                *instruction_sections(ok), *health_sections(frame, ok)]
     log_scalars(ok, run_dir.tb_dir)
     peaks = calibration.get("matmul_tflops", {})
     intro = (f"Run {run_dir.run_id}: {len(frame)} cases, {len(ok)} ok, on {results['device_name'].iloc[0]}. "

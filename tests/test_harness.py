@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench import harness
 from bench.attention import ATTENTION, AttentionImpl
 from bench.cases import AttentionCase, Case
 from bench.harness import (
@@ -269,7 +270,7 @@ def test_a_50us_step_is_repeated_so_a_round_lasts_2_milliseconds_and_timed_per_s
 def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
     settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=1, warmup_s=0.05)
     row = measure(lambda: Workload(step=lambda: time.sleep(0.005), flops=lambda: 0), benchmark, settings)
-    assert row["warmup_s"] >= 0.05 and 5 <= row["warmup_rounds"] <= 11
+    assert 0.05 <= row["warmup_s"] < 0.5 and 5 <= row["warmup_rounds"] <= 11
 
 
 def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkeypatch):
@@ -310,6 +311,48 @@ def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
     for _ in range(7):  # two rounds of three, then pytest-benchmark's extra call
         target()
     assert synced == [(3, cuda), (6, cuda)] and target.event_seconds() == [0.002, 0.002]  # 2 ms a step
+
+
+def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_its_allocator(monkeypatch,
+                                                                                              benchmark):
+    cuda, log = torch.device("cuda"), []
+    for name, result in (("synchronize", None), ("reset_peak_memory_stats", None), ("max_memory_allocated", 4096)):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name, result=result:
+                            log.append((name, device)) or result)
+
+    class Event:  # every round lasts 1 ms of GPU time
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 1.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    settings = Settings(device=cuda, max_time=0.01, min_rounds=2, warmup_rounds=2)
+    fields = measure(lambda: Workload(step=lambda: log.append(("step", torch.backends.cudnn.benchmark)),
+                                      flops=lambda: 0), benchmark, settings)
+    assert (fields["peak_mem_bytes"], fields["peak_mem_warmup_bytes"]) == (4096, 4096)
+    assert fields["event_median_s"] == pytest.approx(1e-3 / fields["iterations"])
+    assert {value for name, value in log if name == "step"} == {True} and torch.backends.cudnn.benchmark is False
+    assert {device for name, device in log if name != "step"} == {cuda}
+    first_steps = [name for name, _ in log[:6]]  # a new peak, then each warm-up step waited for
+    assert first_steps == ["reset_peak_memory_stats", "step", "synchronize", "step", "synchronize",
+                           "max_memory_allocated"]
+
+
+def test_a_gpu_case_hands_its_cached_memory_back_when_it_ends_even_if_it_fails(monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr("bench.harness.fingerprint", lambda device_type: {})
+    monkeypatch.setitem(harness.WORKLOADS, Case, lambda case, device: (_ for _ in ()).throw(RuntimeError()))
+    for device, expected in (("cuda", [True]), ("cpu", [])):
+        emptied.clear()
+        row = run_case(Case("cnn", "fwd", "fp32", 2), None, Settings(torch.device(device)))
+        assert (row.status, row.reason, emptied) == ("error", "RuntimeError: ", expected)  # even with no message
 
 
 CNN_PER_IMAGE = (conv_flops(3, 32, 32) + conv_flops(32, 32, 32) + conv_flops(32, 64, 16) + conv_flops(64, 64, 16)
@@ -379,6 +422,8 @@ def test_attention_inputs_come_from_a_fixed_seed():
     (q1, k1, v1), (q2, k2, v2) = (t["leaves"] for t in tensors)
     assert all(torch.equal(a, b) for a, b in ((q1, q2), (k1, k2), (v1, v2)))
     assert torch.equal(tensors[0]["grad_out"], tensors[1]["grad_out"]) and not torch.equal(q1, k1)
+    seed_0 = torch.randn((1, 2, 8, 16), generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    assert torch.equal(q1, seed_0)  # the seed every run uses, so runs compare
 
 
 def test_the_forward_phase_runs_in_inference_mode_and_fwdbwd_frees_old_gradients():

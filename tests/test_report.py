@@ -15,6 +15,7 @@ from bench.report import (
     amp_speedups,
     attention_speedups,
     health_sections,
+    instruction_sections,
     memory_sections,
     plot_attention,
     plot_breakdowns,
@@ -386,3 +387,12 @@ def test_profile_section_gives_percentages_per_case(tmp_path):
         trace / "breakdown.csv", index=False)
     (section,) = profile_sections(tmp_path, tmp_path)
     assert section.table.to_dict("records") == [{"case": "c1", "attention": 12.3, "other": 87.7}]
+
+
+def test_an_instruction_run_lists_each_case_s_count_and_a_timed_run_has_no_such_section():
+    ok = pd.DataFrame({"case_id": ["a", "b", "c"], "instructions": [21_712_921.6, np.nan, 3.0]})
+    section, = instruction_sections(ok)
+    assert section.title == "Instructions per step (callgrind)"
+    assert section.table.to_dict("list") == {"case_id": ["a", "c"], "instructions": [21_712_922, 3]}
+    assert instruction_sections(ok.assign(instructions=np.nan)) == []
+    assert instruction_sections(ok.drop(columns="instructions")) == []  # a results.csv from before the column
