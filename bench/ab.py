@@ -127,6 +127,7 @@ class ABRun:
 
     roots: dict[str, Path]
     pythons: dict[str, str]
+    labels: dict[str, str]  # what each side is, for the progress lines: its revision (and interpreter)
     sweep_args: list[str]
     out: Path
     log: Callable[[str], None] = print
@@ -147,7 +148,8 @@ class ABRun:
         for i, (pair, side) in enumerate(order):
             elapsed = time.monotonic() - start
             eta = f", about {elapsed / i * (len(order) - i):.0f} s left" if i else ""
-            self.log(f"ab: {prefix}pair {pair + 1}/{pairs}, side {side}, {elapsed:.0f} s elapsed{eta}")
+            self.log(f"ab: {prefix}pair {pair + 1}/{pairs}, side {side} ({self.labels[side]}), "
+                     f"{elapsed:.0f} s elapsed{eta}")
             run_id = f"{prefix.strip()}-{side}-{pair + 1}" if prefix else f"{side}-{pair + 1}"
             command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only", "-q",
                        "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(self.out)]
@@ -257,7 +259,10 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
     with tempfile.TemporaryDirectory(prefix="archbench-ab-") as tmp:
         roots = {"A": _worktree(repo, base, Path(tmp) / "A"), "B": _worktree(repo, candidate, Path(tmp) / "B")}
         try:
-            run = ABRun(roots, {"A": python_a, "B": python_b}, sweep_args, out, log, instructions)
+            pythons = {"A": python_a, "B": python_b}
+            labels = {side: ref + (f" with {pythons[side]}" if python_a != python_b else "")
+                      for side, ref in (("A", base), ("B", candidate))}
+            run = ABRun(roots, pythons, labels, sweep_args, out, log, instructions)
             run.run_pairs(pairs)
             if instructions:
                 verdicts = judge_counts(run.frame(), threshold)

@@ -156,9 +156,10 @@ def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, t
     assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
     assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
     assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
-    assert lines[0].startswith("ab: pair 1/3, side A, 0 s elapsed") and "confirming with 3 more pairs" in lines[6]
-    assert lines[7].startswith("ab: confirm pair 1/3, side A")
-    assert lines[2].startswith("ab: pair 2/3, side B") and "s left" in lines[2]
+    assert lines[0].startswith("ab: pair 1/3, side A (HEAD~1), 0 s elapsed")
+    assert "confirming with 3 more pairs" in lines[6]
+    assert lines[7].startswith("ab: confirm pair 1/3, side A (HEAD~1)")
+    assert lines[2].startswith("ab: pair 2/3, side B (HEAD), ") and "s left" in lines[2]
     medians = pd.read_csv(tmp_path / "out" / "medians.csv")
     assert set(medians["round"]) == {"first", "confirm"}  # each: 3 pairs x 2 sides for cnn, side A only for gru
     assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBAAB" * 2,

@@ -1,5 +1,6 @@
 """The harness: FLOP counts against hand computations, training steps, and OOM cases recorded."""
 
+import copy
 import gc
 import time
 
@@ -98,6 +99,36 @@ def broken_build(size, attn):
 def tiny_spec(name, build):
     return ModelSpec(name=name, build=build, batch=lambda size, n, device, gen: Batch((torch.ones(n),), torch.ones(n)),
                      batch_sizes={"quick": (1,)}, loss=lambda out, target: out.sum())
+
+
+class Recorder(nn.Module):
+    """A model that keeps what it was built with and the first draw of the global generator then."""
+
+    built: list = []
+
+    def __init__(self, size, attn):
+        super().__init__()
+        self.args, self.draw = (size, attn), torch.randn(1)
+        self.weight = nn.Parameter(torch.ones(1))
+        Recorder.built.append(self)
+
+    def forward(self, x):
+        return x * self.weight
+
+
+def test_a_model_is_built_from_seed_0_with_the_case_s_size_and_attention_on_its_device(monkeypatch):
+    devices = []
+    spec = ModelSpec(name="rec", build=Recorder,
+                     batch=lambda size, n, device, gen: devices.append(device) or Batch((torch.ones(n),), None),
+                     batch_sizes={"full": (1,)}, loss=lambda out, target: out.sum())
+    monkeypatch.setitem(MODELS, "rec", spec)
+    monkeypatch.setattr(Recorder, "built", [])
+    meta = torch.device("meta")
+    torch.manual_seed(123)
+    harness.model_workload(Case("rec", "fwd", "fp32", 1, "sdpa", "full"), meta)
+    model, = Recorder.built
+    assert model.args == ("full", "sdpa") and devices == [meta] and model.weight.device == meta
+    assert torch.equal(model.draw, torch.randn(1, generator=torch.Generator().manual_seed(0)))
 
 
 def test_oom_case_is_recorded_and_sweep_continues(monkeypatch, benchmark):
@@ -216,6 +247,36 @@ def test_the_timed_rounds_peak_leaves_out_the_warm_ups_scratch(benchmark):
     assert row["peak_mem_warmup_bytes"] > 290e6 and row["peak_mem_bytes"] < 50e6
 
 
+class FakeProc:
+    """Stands in for pathlib.Path in the harness: /proc/self/status reads STATUS; writing raises, as off
+    Linux where there is no clear_refs to reset the peak through."""
+
+    STATUS = "Name:\tpython\nVmRSS:\t    2048 kB\nVmHWM:\t    4096 kB\n"
+
+    def __init__(self, path):
+        self.path = path
+
+    def read_text(self):
+        return self.STATUS
+
+    def write_text(self, text):
+        raise OSError("read-only")
+
+
+def test_proc_status_fields_are_read_in_kibibytes(monkeypatch):
+    monkeypatch.setattr("bench.harness.Path", FakeProc)
+    assert PeakMemory._status_bytes("VmHWM") == 4096 * 1024 and PeakMemory._status_bytes("VmRSS") == 2048 * 1024
+    with pytest.raises(OSError, match="^/proc/self/status has no VmSwap$"):
+        PeakMemory._status_bytes("VmSwap")
+
+
+def test_where_the_peak_cannot_be_reset_the_cpu_peak_is_unknown(monkeypatch):
+    monkeypatch.setattr("bench.harness.Path", FakeProc)
+    memory = PeakMemory(CPU)
+    memory.start()
+    assert memory.peak_bytes() is None
+
+
 def test_peak_memory_of_one_case_does_not_carry_into_the_next():
     memory = PeakMemory(CPU)
     memory.start()
@@ -265,6 +326,18 @@ def test_a_50us_step_is_repeated_so_a_round_lasts_2_milliseconds_and_timed_per_s
     assert len(calls) == 2 + rounds * iterations + 1 and row["warmup_rounds"] == 2
     assert calls[:2] == [True, True] and not any(calls[2:-1]) and gc.isenabled()  # no GC while timed
     assert row["event_median_s"] is None  # no CUDA events on a CPU
+
+
+def test_a_disabled_benchmark_runs_the_step_once_and_keeps_no_rounds():
+    class Disabled:  # pytest-benchmark under --benchmark-disable: one untimed call, no stats
+        stats = None
+
+        def pedantic(self, target, rounds, iterations, warmup_rounds):
+            target()
+
+    calls = []
+    row = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 5), Disabled(), FAST)
+    assert row["rounds_s"] == () and row["reason"] == "" and row["flops"] == 5 and len(calls) == 1 + 1
 
 
 def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
@@ -369,11 +442,12 @@ def test_a_model_case_row_carries_its_hand_counted_flops(benchmark, phase, flops
     assert row.environment["torch"] == torch.__version__ and row.peak_mem_bytes > 0
 
 
-def test_an_rnn_case_row_counts_its_recurrence_analytically(benchmark):
-    row = run_case(Case("gru", "fwdbwd", "fp32", 3), benchmark, FAST)
+@pytest.mark.parametrize(("phase", "factor"), [("fwd", 1), ("fwdbwd", 3)])
+def test_an_rnn_case_row_counts_its_recurrence_analytically(benchmark, phase, factor):
+    row = run_case(Case("gru", phase, "fp32", 3), benchmark, FAST)
     model = SentimentRNN("gru")
     batch = MODELS["gru"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
-    assert row.flops == 3 * recurrent_flops(model, batch)["rnn"] + 3 * 2 * 3 * 512 * 2
+    assert row.flops == factor * (recurrent_flops(model, batch)["rnn"] + 2 * 3 * 512 * 2)
     assert row.batch_tokens == batch.tokens
 
 
@@ -442,6 +516,46 @@ def test_the_forward_phase_runs_in_inference_mode_and_fwdbwd_frees_old_gradients
     fwdbwd()
     torch.testing.assert_close(model.features[0].weight.grad, first)  # zeroed, not accumulated
     assert seen[1:] == [False, False] and model.training
+    held = model.features[0].weight.grad
+    fwdbwd()
+    assert model.features[0].weight.grad is not held  # freed (set to None), not zeroed in place
+
+
+def test_the_forward_phase_runs_under_the_precisions_autocast_on_the_case_s_device():
+    spec = MODELS["cnn"]
+    model = spec.build("quick", None)
+    batch = spec.batch("quick", 2, CPU, torch.Generator().manual_seed(0))
+    dtypes = []
+    model.classifier.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    make_step("fwd", model, batch, spec, PRECISIONS["amp_bf16"], CPU)()
+    assert dtypes == [torch.bfloat16]
+
+
+def test_the_training_step_is_the_seeds_adamw_after_clipping_at_norm_1(monkeypatch):
+    """One step against the same model stepped by hand: AdamW(lr 1e-3, weight decay 1e-4) on gradients
+    clipped to norm 1; the step frees the old gradients."""
+    spec = MODELS["cnn"]
+    torch.manual_seed(0)
+    model = spec.build("quick", None)
+    reference = copy.deepcopy(model)
+    batch = spec.batch("quick", 4, CPU, torch.Generator().manual_seed(0))
+    clipped = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: clipped.append(max_norm) or clip(params, max_norm))
+    step = make_step("step", model, batch, spec, PRECISIONS["fp32"], CPU)
+    torch.manual_seed(1)  # the same dropout mask for both
+    step()
+    torch.manual_seed(1)
+    spec.loss(reference(*batch.inputs), batch.target).backward()
+    clip(reference.parameters(), 1.0)
+    torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=1e-4).step()
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+    assert clipped == [1.0]
+    held = next(model.parameters()).grad
+    step()
+    assert next(model.parameters()).grad is not held
 
 
 @pytest.mark.parametrize(("precision", "tf32"), [("fp32", False), ("tf32", True)])
