@@ -62,6 +62,14 @@ def test_attention_layer_flops_match_a_hand_count_for_every_implementation(attn,
     assert fwdbwd == 3 * (projections + scores_and_values) and isinstance(fwdbwd, int)  # FLOPs stay integers
 
 
+def test_a_depthwise_conv_backward_counts_two_forwards_not_one_per_group():
+    """torch's own formula counts a depthwise conv's weight gradient 8x over here (bench.flops fixes it)."""
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x = torch.ones(1, 8, 16, 16, requires_grad=True)
+    forward = 2 * (8 * 16 * 16) * 9  # each output: 9 multiply-adds over its one input channel
+    assert count_flops(lambda: conv(x).sum().backward(), conv, backward=True) == 3 * forward
+
+
 def test_rnn_flops_use_the_analytic_recurrent_count():
     model = SentimentRNN("lstm").eval()
     batch = MODELS["lstm"].batch("quick", 3, CPU, torch.Generator().manual_seed(0))
