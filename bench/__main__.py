@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{ab.INSTRUCTION_THRESHOLD * 100:.0f} with --instructions)")
     paired.add_argument("--instructions", action="store_true",
                         help="gate on instruction counts under valgrind's callgrind (CPU, single-threaded) instead "
-                             "of time: deterministic, so a 1%% change shows; about 50x slower than timing")
+                             "of time: deterministic, so a 1%% change shows; minutes a process")
     paired.add_argument("--alpha", type=float, default=0.01, help="chance of any false alarm (default 0.01)")
     paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
