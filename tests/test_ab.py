@@ -152,22 +152,22 @@ SWEEP = ["bench/test_models.py", "--models", "cnn,gru", "--phases", "fwd", "--pr
 def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     lines = []
-    # Three pairs keep the test short; with two degrees of freedom the t test needs a loose alpha.
-    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=3, alpha=0.2, repo=two_revisions,
+    # Two pairs (the fewest) keep the test short; with one degree of freedom the t test needs a loose alpha.
+    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=2, alpha=0.2, repo=two_revisions,
                 log=lines.append)
     verdicts = {v.case: v for v in result.verdicts}
     assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
     assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
     assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
-    assert lines[0].startswith("ab: pair 1/3, side A (HEAD~1), 0 s elapsed")
-    assert "confirming with 3 more pairs" in lines[6]
-    assert lines[7].startswith("ab: confirm pair 1/3, side A (HEAD~1)")
-    assert lines[2].startswith("ab: pair 2/3, side B (HEAD), ") and "s left" in lines[2]
+    assert lines[0].startswith("ab: pair 1/2, side A (HEAD~1), 0 s elapsed")
+    assert "confirming with 2 more pairs" in lines[4]
+    assert lines[5].startswith("ab: confirm pair 1/2, side A (HEAD~1)")
+    assert lines[2].startswith("ab: pair 2/2, side B (HEAD), ") and "s left" in lines[2]
     medians = pd.read_csv(tmp_path / "out" / "medians.csv")
-    assert set(medians["round"]) == {"first", "confirm"}  # each: 3 pairs x 2 sides for cnn, side A only for gru
-    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBAAB" * 2,
-                                                                      "gru-fwd-fp32-b2": "AAA" * 2}
-    assert "| `cnn-fwd-fp32-b2` | slower | 3 |" in (tmp_path / "out" / "ab.md").read_text()
+    assert set(medians["round"]) == {"first", "confirm"}  # each: 2 pairs x 2 sides for cnn, side A only for gru
+    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBA" * 2,
+                                                                      "gru-fwd-fp32-b2": "AA" * 2}
+    assert "| `cnn-fwd-fp32-b2` | slower | 2 |" in (tmp_path / "out" / "ab.md").read_text()
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
                                text=True).stdout
     assert len(worktrees.splitlines()) == 1  # both removed
