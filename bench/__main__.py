@@ -25,6 +25,9 @@ def _tensorboard(args: argparse.Namespace) -> int:
         raise RunError(f"{run_dir.path}: no traces/ or tb/ (run pytest bench with --profile, "
                        "then python -m bench report)")
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.path), "--port", str(args.port)]
+    print(f"note: the PyTorch Profiler tab's views load their chart libraries from the internet (www.gstatic.com, "
+          f"cdnjs.cloudflare.com) and stay blank without it; offline, open each case's page "
+          f"{run_dir.trace_page('<case-id>')} (or report.html's links)", file=sys.stderr)
     print(" ".join(command), file=sys.stderr)
     return subprocess.call(command)
 

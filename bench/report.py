@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bench.calibrate import peak_tflops
+from bench.htmlpage import page, table_html
 from bench.plotting import plt, save
 from bench.row import ENVIRONMENT, rates, timing_stats
 from bench.rundir import (
@@ -25,6 +26,7 @@ from bench.rundir import (
     load_rounds,
     resolve,
 )
+from bench.tracepage import write_trace_pages
 
 NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
 
@@ -185,24 +187,9 @@ def _markdown(frame: pd.DataFrame, index: bool = False) -> str:
     return frame.to_markdown(index=index, floatfmt=".4g") if not frame.empty else "(none)"
 
 
-def _html_table(table: pd.DataFrame) -> str:
-    """The table as HTML, numbers right-aligned to 4 significant digits, text left-aligned."""
-    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and table[c].dtype != bool]
-    text = [c for c in table.columns if c not in numeric]
-    styler = table.style.hide(axis="index").format("{:.4g}", subset=numeric, na_rep="").format(na_rep="", subset=text)
-    return styler.set_properties(subset=text, **{"text-align": "left"}).to_html()
-
-
 def _embed(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
-img{max-width:100%;display:block;margin:1em 0}
-h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}.note{color:#666}"""
 
 
 def _saved(fig: plt.Figure | None, path: Path) -> Path | None:
@@ -211,11 +198,13 @@ def _saved(fig: plt.Figure | None, path: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class Section:
-    """A report section: a heading, a table (may be empty) and a plot (may be None)."""
+    """A report section: a heading, a table (may be empty), a plot (may be None) and links (text, path
+    relative to the run folder)."""
 
     title: str
     table: pd.DataFrame
     plot: Path | None = None
+    links: tuple[tuple[str, str], ...] = ()
 
 
 def throughput_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
@@ -240,11 +229,17 @@ def speedup_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
     ]
 
 
-def profile_sections(run_dir: Path, plots: Path) -> list[Section]:
-    breakdowns = profile_breakdowns(run_dir)
+def profile_sections(run_dir: RunDir, plots: Path) -> list[Section]:
+    """The category shares of every profiled case, and a link to each case's offline trace page (written
+    here, from its trace)."""
+    breakdowns = profile_breakdowns(run_dir.path)
     table = breakdowns.mul(100).round(1).reset_index(names="case") if len(breakdowns) else breakdowns
+    pages = write_trace_pages(run_dir)
+    links = tuple((case_id, page.relative_to(run_dir.path).as_posix()) for case_id, page in pages.items())
     return [Section("Profile breakdown (% of self time)", table,
-                    _saved(plot_breakdowns(breakdowns), plots / "profile_breakdown.png"))]
+                    _saved(plot_breakdowns(breakdowns), plots / "profile_breakdown.png")),
+            *([Section("Trace pages (timeline, top operators and kernels; open offline)", pd.DataFrame(),
+                       links=links)] if links else [])]
 
 
 def instruction_sections(ok: pd.DataFrame) -> list[Section]:
@@ -271,19 +266,21 @@ def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
 def render(title: str, intro: str, sections: list[Section]) -> tuple[str, str]:
     """The sections as Markdown (plots linked) and as one self-contained HTML page (plots embedded)."""
     markdown = [f"# {title}", "", intro, ""]
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    body = [f"<p>{html.escape(intro)}</p>"]
     for section in sections:
         markdown += [f"## {section.title}", ""]
         body.append(f"<h2>{html.escape(section.title)}</h2>")
-        if not section.table.empty or section.plot is None:
+        if not section.table.empty or (section.plot is None and not section.links):
             markdown += [_markdown(section.table), ""]
-            body.append(_html_table(section.table) if not section.table.empty else "<p class=note>(none)</p>")
+            body.append(table_html(section.table))
+        if section.links:
+            markdown += [*(f"- [{text}]({href})" for text, href in section.links), ""]
+            body.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
+                                         for text, href in section.links) + "</ul>")
         if section.plot is not None:
             markdown += [f"![{section.plot.stem}](plots/{section.plot.name})", ""]
             body.append(_embed(section.plot))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    return "\n".join(markdown) + "\n", page
+    return "\n".join(markdown) + "\n", page(title, body)
 
 
 def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
@@ -299,7 +296,7 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     ok = frame[frame["status"] == "ok"]
     run_dir.plots_dir.mkdir(exist_ok=True)
     sections = [*throughput_sections(ok, run_dir.plots_dir), *memory_sections(ok, run_dir.plots_dir),
-                *speedup_sections(ok, run_dir.plots_dir), *profile_sections(run_dir.path, run_dir.plots_dir),
+                *speedup_sections(ok, run_dir.plots_dir), *profile_sections(run_dir, run_dir.plots_dir),
                 *instruction_sections(ok), *health_sections(frame, ok)]
     log_scalars(ok, run_dir.tb_dir)
     peaks = calibration.get("matmul_tflops", {})

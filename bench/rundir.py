@@ -75,6 +75,10 @@ class RunDir:
     def breakdown_csv(self, case_id: str) -> Path:
         return self.trace_dir(case_id) / "breakdown.csv"
 
+    def trace_page(self, case_id: str) -> Path:
+        """The case's offline trace page (tracepage.py), beside its trace."""
+        return self.trace_dir(case_id) / "index.html"
+
     def rounds_json(self, case_id: str) -> Path:
         return self.rounds_dir / f"{case_id}.json"
 
@@ -134,7 +138,7 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
     if not csv.is_file() or csv.suffix != ".csv":
         raise RunError(f"{path}: not a run folder (no results.csv)")
     try:
-        frame = pd.read_csv(csv, dtype={"cuda": str, "driver": str, "git_commit": str})
+        frame = pd.read_csv(csv, dtype={"cuda": str, "driver": str, "git_commit": str, "attention": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise RunError(f"{csv}: unreadable CSV ({str(err).splitlines()[0]})") from None
     if frame.empty or "case_id" not in frame.columns:

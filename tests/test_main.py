@@ -35,6 +35,20 @@ def test_report_finds_a_run_id_under_reports_dir(reports, capsys):
     assert capsys.readouterr().out.startswith(f"wrote {reports / 'r1' / 'report.html'}")
 
 
+def test_tensorboard_says_its_profiler_views_need_internet_and_where_the_offline_pages_are(reports, monkeypatch,
+                                                                                          capsys):
+    (reports / "r1" / "traces").mkdir()
+    launched = []
+    monkeypatch.setattr("subprocess.call", lambda command: launched.append(command) or 0)
+    assert main(["tensorboard", "r1", "--reports-dir", str(reports), "--port", "6007"]) == 0
+    note, command = capsys.readouterr().err.strip().splitlines()
+    assert note == ("note: the PyTorch Profiler tab's views load their chart libraries from the internet "
+                    "(www.gstatic.com, cdnjs.cloudflare.com) and stay blank without it; offline, open each case's "
+                    f"page {reports / 'r1' / 'traces' / '<case-id>' / 'index.html'} (or report.html's links)")
+    assert launched == [[sys.executable, "-m", "tensorboard.main", "--logdir", str(reports / "r1"), "--port", "6007"]]
+    assert command == " ".join(launched[0])
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["report", "nope"], "error: nope: no such run folder, run-id under"),
     (["tensorboard", "r1"], "no traces/ or tb/ (run pytest bench with --profile, then python -m bench report)"),

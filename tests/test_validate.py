@@ -69,7 +69,10 @@ def test_rehearsal_runs_the_sweep_the_aa_gate_and_the_profile(rehearsal):
     aa = json.loads((out / "aa.json").read_text())
     assert aa["cases"] == 8 and aa["gate_exit"] in (0, 1)
     assert "archbench gate: aa-2 vs aa-1" in (out / "gate.md").read_text()
-    assert len(list((out / "runs" / "profile" / "traces").iterdir())) == 2
+    traces = sorted((out / "runs" / "profile" / "traces").iterdir())
+    assert [t.name for t in traces] == ["cnn-fwdbwd-fp32-b2", "encoder-fwdbwd-fp32-b2-sdpa"]
+    assert all((t / "index.html").stat().st_size > 1_000_000 for t in traces)  # a page each, plotly.js inlined
+    assert "<a href='traces/cnn-fwdbwd-fp32-b2/index.html'>" in (out / "runs" / "profile" / "report.html").read_text()
 
 
 def test_validate_refuses_a_folder_with_results_in_it(tmp_path, capsys):
