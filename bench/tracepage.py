@@ -20,6 +20,7 @@ GPU_WORK = ("kernel", "gpu_memcpy", "gpu_memset")  # what occupies a GPU stream
 STEP = "ProfilerStep#"  # torch.profiler's annotation of each profiled step, on the CPU and on the GPU
 TOP = 20  # rows of the operator and kernel tables
 HOVER_NAME = 120  # characters of a name in the timeline's hover box (kernel names run to hundreds)
+TABLE_NAME = 200  # characters of a name in a table; the trace keeps the whole of it
 
 
 def load_trace(path: Path) -> dict:
@@ -137,7 +138,7 @@ def top_operators(frame: pd.DataFrame) -> pd.DataFrame:
                                                 total_ms=("dur", "sum")).reset_index()
     table[["self_ms", "total_ms"]] /= 1e3
     table["self share"] = table["self_ms"] / table["self_ms"].sum()
-    table = table.sort_values("self_ms", ascending=False).head(TOP)
+    table = table.sort_values("self_ms", ascending=False).head(TOP).assign(name=lambda t: _cut(t["name"]))
     return table.rename(columns={"shapes": "input shapes", "self_ms": "self (ms)", "total_ms": "total (ms)"})
 
 
@@ -148,8 +149,13 @@ def top_kernels(frame: pd.DataFrame) -> pd.DataFrame:
                                      median_us=("dur", "median")).reset_index()
     table["total_ms"] /= 1e3
     table["share"] = table["total_ms"] / table["total_ms"].sum()
-    table = table.sort_values("total_ms", ascending=False).head(TOP)
+    table = table.sort_values("total_ms", ascending=False).head(TOP).assign(name=lambda t: _cut(t["name"]))
     return table.rename(columns={"total_ms": "total (ms)", "median_us": "median (us)"})
+
+
+def _cut(names: pd.Series, length: int = TABLE_NAME) -> pd.Series:
+    """Names past `length` characters cut there, with an ellipsis."""
+    return names.where(names.str.len() <= length, names.str.slice(0, length - 1) + "\u2026")
 
 
 def category(frame: pd.DataFrame) -> pd.Series:
@@ -171,8 +177,8 @@ def timeline(frame: pd.DataFrame):
             .drop_duplicates().tolist())
     fig = go.Figure()
     for name, group in frame.groupby("category"):
-        hover = (group["name"].str.slice(0, HOVER_NAME) + "<br>" + group["dur"].round(1).astype(str) + " us"
-                 + np.where(group["shapes"] != "", "<br>" + group["shapes"].str.slice(0, HOVER_NAME), ""))
+        hover = (_cut(group["name"], HOVER_NAME) + "<br>" + group["dur"].round(1).astype(str) + " us"
+                 + np.where(group["shapes"] != "", "<br>" + _cut(group["shapes"], HOVER_NAME), ""))
         fig.add_trace(go.Bar(x=group["dur"] / 1e3, base=(group["ts"] - start) / 1e3, y=group["row"], name=name,
                              orientation="h", hovertext=hover, hoverinfo="text", marker_line_width=0))
     fig.update_layout(barmode="overlay", height=max(360, 22 * len(rows) + 140), margin={"l": 10, "r": 10, "t": 30},

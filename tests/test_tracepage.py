@@ -119,6 +119,14 @@ def test_top_kernels_sum_each_name_over_streams():
         {"name": "Memcpy DtoH", "calls": 1, "total (ms)": 0.01, "median (us)": 10.0, "share": pytest.approx(10 / 35)}]
 
 
+def test_long_names_are_cut_in_the_tables_with_an_ellipsis():
+    trace = gpu_shaped_trace()
+    trace["traceEvents"].append(x("void k<" + "a" * 300 + ">()", "kernel", 60, 1, pid=0, tid=7))
+    names = top_kernels(events(trace))["name"].tolist()
+    assert names[-1] == "void k<" + "a" * 192 + "\u2026" and len(names[-1]) == 200
+    assert names[:2] == ["gemm<float, 128>", "Memcpy DtoH"]
+
+
 def test_a_real_h200_trace_counts_every_kernel_and_its_one_stream_busy_time():
     raw = json.loads(gzip.decompress(H200_TRACE.read_bytes()))
     gpu = [e for e in raw["traceEvents"] if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
