@@ -86,9 +86,9 @@ def step_window(frame: pd.DataFrame) -> tuple[float, float]:
 def busy_us(frame: pd.DataFrame, start: float, end: float) -> float:
     """Time within [start, end] in which any stream of the GPU runs a kernel, copy or memset."""
     work = frame[frame["cat"].isin(GPU_WORK)]
-    intervals = sorted(zip(work["ts"].clip(start, end), (work["ts"] + work["dur"]).clip(start, end), strict=True))
-    busy, reach = 0.0, start
-    for begin, finish in intervals:
+    busy, reach = 0.0, start  # reach: the end of the time counted so far
+    for begin, finish in sorted(zip(work["ts"], work["ts"] + work["dur"], strict=True)):
+        finish = min(finish, end)
         busy += max(0.0, finish - max(begin, reach))
         reach = max(reach, finish)
     return busy

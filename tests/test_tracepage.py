@@ -18,6 +18,7 @@ from bench.rundir import RunDir
 from bench.tracepage import (
     GPU_WORK,
     busy_us,
+    category,
     events,
     gpu_summary,
     load_trace,
@@ -73,6 +74,15 @@ def test_busy_time_is_the_union_of_the_streams_clipped_to_the_window():
     assert busy_us(frame, 0, 200) == 30  # 30..50 on two streams, then 150..160
     assert busy_us(frame, 40, 155) == 15  # 40..50 and 150..155
     assert busy_us(frame, 60, 140) == 0
+
+
+def test_events_are_coloured_by_the_breakdown_s_categories_launches_and_steps_apart():
+    frame = events(gpu_shaped_trace()).set_index(["lane", "ts"])
+    colours = category(frame.reset_index()).set_axis(frame.index)
+    assert colours.loc[("CPU thread 1", 0.0)] == "step" and colours.loc[("GPU 0 steps", 30.0)] == "step"
+    assert colours.loc[("CPU thread 1", 20.0)] == "launch (CUDA API)"
+    assert colours.loc[("CPU thread 1", 10.0)] == "matmul/conv" and colours.loc[("GPU 0 stream 7", 150.0)] == (
+        "memory copy")
 
 
 def test_the_gpu_summary_says_busy_idle_launches_and_that_the_cpu_bounds_an_idle_gpu():
