@@ -23,6 +23,8 @@ from bench.tracepage import (
     gpu_summary,
     load_trace,
     step_times,
+    step_window,
+    timeline,
     top_kernels,
     top_operators,
     trace_file,
@@ -39,7 +41,8 @@ def x(name, cat, ts, dur, pid=1, tid=1, **args):
 
 def gpu_shaped_trace() -> dict:
     """Two 100 us steps on CPU thread 1; two kernels overlapping on streams 7 and 8 (busy 30..50) in the
-    first, a copy (150..160) in the second: the GPU is busy 30 of 200 us."""
+    first, a copy (150..160) in the second: the GPU is busy 30 of 200 us. A user annotation after the
+    steps is not a step."""
     return {"deviceProperties": [{"name": "Fake GPU"}], "traceEvents": [
         {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}},
         x("ProfilerStep#1", "user_annotation", 0, 100),
@@ -48,6 +51,7 @@ def gpu_shaped_trace() -> dict:
         x("cudaLaunchKernel", "cuda_runtime", 20, 5),
         x("ProfilerStep#2", "user_annotation", 100, 100),
         x("aten::addmm", "cpu_op", 110, 10, **{"Input Dims": [[2], [8, 4], [4, 2]]}),
+        x("my_region", "user_annotation", 205, 10),  # a user's own annotation, after the steps
         x("gemm<float, 128>", "kernel", 30, 10, pid=0, tid=7),
         x("gemm<float, 128>", "kernel", 35, 15, pid=0, tid=8),
         x("Memcpy DtoH", "gpu_memcpy", 150, 10, pid=0, tid=7),
@@ -66,7 +70,7 @@ def test_events_are_nested_per_lane_with_self_time_less_their_children():
     assert frame.loc["GPU 0 stream 7"]["name"].tolist() == ["gemm<float, 128>", "Memcpy DtoH"]
     assert frame.loc["GPU 0 stream 8", "depth"].tolist() == [0]  # streams are lanes of their own
     assert frame.loc["GPU 0 steps", "name"].tolist() == ["ProfilerStep#1"]
-    assert len(frame) == 10  # the flow event, the metadata and the profiler's span are not drawn
+    assert len(frame) == 11  # the flow event, the metadata and the profiler's span are not drawn
 
 
 def test_busy_time_is_the_union_of_the_streams_clipped_to_the_window():
@@ -77,12 +81,30 @@ def test_busy_time_is_the_union_of_the_streams_clipped_to_the_window():
 
 
 def test_events_are_coloured_by_the_breakdown_s_categories_launches_and_steps_apart():
-    frame = events(gpu_shaped_trace()).set_index(["lane", "ts"])
-    colours = category(frame.reset_index()).set_axis(frame.index)
-    assert colours.loc[("CPU thread 1", 0.0)] == "step" and colours.loc[("GPU 0 steps", 30.0)] == "step"
-    assert colours.loc[("CPU thread 1", 20.0)] == "launch (CUDA API)"
-    assert colours.loc[("CPU thread 1", 10.0)] == "matmul/conv" and colours.loc[("GPU 0 stream 7", 150.0)] == (
-        "memory copy")
+    frame = pd.DataFrame({"name": ["ProfilerStep#1", "ProfilerStep#1", "cudaLaunchKernel", "cuLaunchKernelEx",
+                                   "aten::addmm", "Memcpy DtoH", "my_region"],
+                          "cat": ["user_annotation", "gpu_user_annotation", "cuda_runtime", "cuda_driver", "cpu_op",
+                                  "gpu_memcpy", "user_annotation"]})
+    assert category(frame).tolist() == ["step", "step", "launch (CUDA API)", "launch (CUDA API)", "matmul/conv",
+                                        "memory copy", "step"]
+
+
+def test_the_profiled_window_is_the_steps_or_else_the_whole_trace():
+    trace = gpu_shaped_trace()
+    assert step_window(events(trace)) == (0, 200)  # not the user's annotation after them
+    trace["traceEvents"] = [e for e in trace["traceEvents"] if not e["name"].startswith("ProfilerStep")]
+    frame = events(trace)
+    assert step_window(frame) == (10, 215)
+    summary = gpu_summary(frame).set_index("figure")["value"]
+    assert summary["profiled time (ms)"] == "0.205" and summary["kernels per step"] == "2"  # one step, unnamed
+
+
+def test_the_tables_keep_the_first_twenty_rows():
+    trace = {"traceEvents": [x(f"op{i}", "cpu_op", 100 * i, i + 1) for i in range(25)]
+             + [x(f"k{i}", "kernel", 100 * i, i + 1, pid=0, tid=7) for i in range(25)]}
+    frame = events(trace)
+    assert top_operators(frame)["name"].tolist() == [f"op{i}" for i in range(24, 4, -1)]
+    assert top_kernels(frame)["name"].tolist() == [f"k{i}" for i in range(24, 4, -1)]
 
 
 def test_the_gpu_summary_says_busy_idle_launches_and_that_the_cpu_bounds_an_idle_gpu():
@@ -135,6 +157,27 @@ def test_long_names_are_cut_in_the_tables_with_an_ellipsis():
     names = top_kernels(events(trace))["name"].tolist()
     assert names[-1] == "void k<" + "a" * 192 + "\u2026" and len(names[-1]) == 200
     assert names[:2] == ["gemm<float, 128>", "Memcpy DtoH"]
+
+
+def test_the_timeline_draws_each_event_where_and_as_long_as_it_ran_with_its_hover_text():
+    fig = timeline(events(gpu_shaped_trace()))
+    bars = {bar.name: bar for bar in fig.data}
+    assert set(bars) == {"step", "launch (CUDA API)", "matmul/conv", "memory copy"}
+    assert all(bar.orientation == "h" and bar.hoverinfo == "text" for bar in fig.data)
+    copy = bars["memory copy"]  # ms from the first step's start
+    assert (list(copy.x), list(copy.base), list(copy.y)) == ([0.01], [0.15], ["GPU 0 stream 7"])
+    assert list(copy.hovertext) == ["Memcpy DtoH<br>10.0 us"]
+    matmul = bars["matmul/conv"]
+    assert list(matmul.y) == ["CPU thread 1 +1", "CPU thread 1 +2", "CPU thread 1 +1", "GPU 0 stream 7",
+                              "GPU 0 stream 8"]  # a GEMM kernel is matmul like the operator that launched it
+    assert list(matmul.hovertext)[1:4] == ["aten::addmm<br>30.0 us<br>[2], [8, 4], [4, 2]",
+                                           "aten::addmm<br>10.0 us<br>[2], [8, 4], [4, 2]",
+                                           "gemm<float, 128><br>10.0 us"]
+    assert list(matmul.base) == [0.01, 0.015, 0.11, 0.03, 0.035] and list(matmul.x) == [0.04, 0.03, 0.01, 0.01, 0.015]
+    assert list(fig.layout.yaxis.categoryarray) == [  # bottom to top: CPU rows above the GPU's
+        "GPU 0 stream 8", "GPU 0 stream 7", "GPU 0 steps", "CPU thread 1 +3", "CPU thread 1 +2", "CPU thread 1 +1",
+        "CPU thread 1"]
+    assert fig.layout.barmode == "overlay"  # nested events are drawn in rows of their own, not stacked
 
 
 def test_a_real_h200_trace_counts_every_kernel_and_its_one_stream_busy_time():
