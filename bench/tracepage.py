@@ -111,14 +111,17 @@ def gpu_summary(frame: pd.DataFrame) -> pd.DataFrame:
         "GPU idle share": 1 - busy / (end - start),
         "kernels launched": len(kernels),
         "kernels per step": len(kernels) / steps,
-        "median kernel (us)": float(kernels["dur"].median()) if len(kernels) else float("nan"),
+        "median kernel (us)": float(kernels["dur"].median()),  # NaN (a blank) where only copies ran
         "bound by": "CPU (the GPU idles more than it computes)" if busy < (end - start) / 2 else "GPU",
     }
     return pd.DataFrame({"figure": list(figures), "value": [_cell(v) for v in figures.values()]})
 
 
 def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A figure as the tables print numbers (4 significant digits, NaN blank), text as it is."""
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
 
 
 def step_times(frame: pd.DataFrame) -> pd.DataFrame:

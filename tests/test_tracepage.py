@@ -17,6 +17,7 @@ from bench.report import write_report
 from bench.rundir import RunDir
 from bench.tracepage import (
     GPU_WORK,
+    _cut,
     busy_us,
     category,
     events,
@@ -114,11 +115,20 @@ def test_the_gpu_summary_says_busy_idle_launches_and_that_the_cpu_bounds_an_idle
                        "median kernel (us)": "12.5", "bound by": "CPU (the GPU idles more than it computes)"}
 
 
-def test_a_gpu_that_computes_most_of_the_time_is_the_bound():
+@pytest.mark.parametrize(("duration", "share", "bound"), [(100, "0.65", "GPU"), (70, "0.5", "GPU"), (50, "0.4", "CPU")])
+def test_a_gpu_busy_at_least_half_the_time_is_the_bound(duration, share, bound):
     trace = gpu_shaped_trace()
-    trace["traceEvents"].append(x("big", "kernel", 50, 100, pid=0, tid=7))
+    trace["traceEvents"].append(x("big", "kernel", 50, duration, pid=0, tid=7))
     summary = gpu_summary(events(trace)).set_index("figure")["value"]
-    assert summary["GPU busy share"] == "0.65" and summary["bound by"] == "GPU"
+    assert summary["GPU busy share"] == share and summary["bound by"].split()[0] == bound
+
+
+def test_a_gpu_that_only_copied_has_no_median_kernel():
+    trace = gpu_shaped_trace()
+    trace["traceEvents"] = [e for e in trace["traceEvents"] if e.get("cat") != "kernel"]
+    summary = gpu_summary(events(trace)).set_index("figure")["value"]
+    assert summary["kernels launched"] == "0" and summary["median kernel (us)"] == ""
+    assert summary["GPU busy (ms)"] == "0.01"
 
 
 def test_a_cpu_trace_has_no_gpu_summary_and_no_gpu_column():
@@ -157,6 +167,7 @@ def test_long_names_are_cut_in_the_tables_with_an_ellipsis():
     names = top_kernels(events(trace))["name"].tolist()
     assert names[-1] == "void k<" + "a" * 192 + "\u2026" and len(names[-1]) == 200
     assert names[:2] == ["gemm<float, 128>", "Memcpy DtoH"]
+    assert _cut(pd.Series(["a" * 200, "b" * 201])).tolist() == ["a" * 200, "b" * 199 + "\u2026"]
 
 
 def test_the_timeline_draws_each_event_where_and_as_long_as_it_ran_with_its_hover_text():
