@@ -40,7 +40,7 @@ def events(trace: dict) -> pd.DataFrame:
     """The trace's complete events, one row each: name, cat, lane (a CPU thread or a GPU stream), ts and
     dur (us), input shapes, nesting depth in its lane, and self_us (dur less that of events nested in it)."""
     rows = [{"name": e["name"], "cat": e.get("cat", ""), "pid": e["pid"], "tid": e["tid"], "ts": float(e["ts"]),
-             "dur": float(e.get("dur", 0.0)), "shapes": _shapes(e.get("args", {}))}
+             "dur": float(e["dur"]), "shapes": _shapes(e.get("args", {}))}
             for e in trace["traceEvents"] if e.get("ph") == "X" and isinstance(e.get("pid"), int)]
     frame = pd.DataFrame(rows, columns=["name", "cat", "pid", "tid", "ts", "dur", "shapes"])
     on_gpu = frame["cat"].isin(GPU_WORK)

@@ -74,6 +74,14 @@ def test_events_are_nested_per_lane_with_self_time_less_their_children():
     assert len(frame) == 11  # the flow event, the metadata and the profiler's span are not drawn
 
 
+def test_a_complete_event_needs_no_category_or_arguments_and_an_empty_trace_has_the_columns():
+    frame = events({"traceEvents": [{"ph": "X", "name": "op", "pid": 1, "tid": 2, "ts": 5, "dur": 3}]})
+    assert frame.drop(columns="lane").to_dict("records") == [
+        {"name": "op", "cat": "", "pid": 1, "tid": 2, "ts": 5.0, "dur": 3.0, "shapes": "", "depth": 0, "self_us": 3.0}]
+    assert list(events({"traceEvents": []}).columns) == ["name", "cat", "pid", "tid", "ts", "dur", "shapes", "lane",
+                                                         "depth", "self_us"]
+
+
 def test_busy_time_is_the_union_of_the_streams_clipped_to_the_window():
     frame = events(gpu_shaped_trace())
     assert busy_us(frame, 0, 200) == 30  # 30..50 on two streams, then 150..160
