@@ -4,6 +4,7 @@ real browser: drawn, with no request leaving the machine."""
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def test_a_complete_event_needs_no_category_or_arguments_and_an_empty_trace_has_
         {"name": "op", "cat": "", "pid": 1, "tid": 2, "ts": 5.0, "dur": 3.0, "shapes": "", "depth": 0, "self_us": 3.0}]
     assert list(events({"traceEvents": []}).columns) == ["name", "cat", "pid", "tid", "ts", "dur", "shapes", "lane",
                                                          "depth", "self_us"]
+
+
+def test_an_event_starting_with_its_parent_nests_inside_it_whatever_the_file_order():
+    frame = events({"traceEvents": [x("child", "cpu_op", 0, 4), x("parent", "cpu_op", 0, 10)]}).set_index("name")
+    assert frame.loc[["parent", "child"], "depth"].tolist() == [0, 1]
+    assert frame.loc[["parent", "child"], "self_us"].tolist() == [6, 4]
 
 
 def test_busy_time_is_the_union_of_the_streams_clipped_to_the_window():
@@ -220,7 +227,7 @@ def test_a_profiled_cpu_case_gets_a_page_the_report_links(tmp_path):
                  active_steps=2)
     pd.DataFrame({"category": ["matmul/conv"], "share": [1.0]}).to_csv(run_dir.breakdown_csv("cnn-fwd-fp32-b2"),
                                                                        index=False)
-    (run_dir.traces_dir / "no-trace").mkdir()  # a case whose profiling failed: no page
+    (run_dir.traces_dir / "a-failed-case").mkdir()  # a case whose profiling failed (sorted first): no page
     assert write_trace_pages(run_dir) == {"cnn-fwd-fp32-b2": run_dir.trace_page("cnn-fwd-fp32-b2")}
     page = run_dir.trace_page("cnn-fwd-fp32-b2").read_text()
     assert "<h2>GPU busy and idle</h2>" not in page and "<h2>Top kernels" not in page
@@ -229,9 +236,10 @@ def test_a_profiled_cpu_case_gets_a_page_the_report_links(tmp_path):
 
 
 def test_the_newest_trace_of_a_case_is_the_one_drawn(tmp_path):
-    old, new = tmp_path / "c.1.pt.trace.json", tmp_path / "c.2.pt.trace.json.gz"
+    old, new = tmp_path / "c.9.pt.trace.json", tmp_path / "c.1.pt.trace.json.gz"  # names sort the other way
     old.write_text("{}")
     new.write_bytes(gzip.compress(b"{}"))
+    os.utime(old, (1_000_000, 1_000_000))
     assert trace_file(tmp_path) == new and load_trace(new) == {}
     assert trace_file(tmp_path / "none") is None
 
