@@ -113,6 +113,7 @@ def test_the_profiled_window_is_the_steps_or_else_the_whole_trace():
     assert step_window(frame) == (10, 215)
     summary = gpu_summary(frame).set_index("figure")["value"]
     assert summary["profiled time (ms)"] == "0.205" and summary["kernels per step"] == "2"  # one step, unnamed
+    assert (summary["GPU busy share"], summary["GPU idle share"]) == ("0.1463", "0.8537")  # 30 us of 205
 
 
 def test_the_tables_keep_the_first_twenty_rows():
