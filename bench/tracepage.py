@@ -176,8 +176,7 @@ def timeline(frame: pd.DataFrame):
     start, _ = step_window(frame)
     frame = frame.assign(row=frame["lane"] + np.where(frame["depth"] > 0, " +" + frame["depth"].astype(str), ""),
                          category=category(frame))
-    rows = (frame.assign(gpu=frame["lane"].str.startswith("GPU")).sort_values(["gpu", "lane", "depth"])["row"]
-            .drop_duplicates().tolist())
+    rows = frame.sort_values(["lane", "depth"])["row"].drop_duplicates().tolist()  # "CPU ..." before "GPU ..."
     fig = go.Figure()
     for name, group in frame.groupby("category"):
         hover = (_cut(group["name"], HOVER_NAME) + "<br>" + group["dur"].round(1).astype(str) + " us"

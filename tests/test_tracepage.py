@@ -114,6 +114,7 @@ def test_the_profiled_window_is_the_steps_or_else_the_whole_trace():
     summary = gpu_summary(frame).set_index("figure")["value"]
     assert summary["profiled time (ms)"] == "0.205" and summary["kernels per step"] == "2"  # one step, unnamed
     assert (summary["GPU busy share"], summary["GPU idle share"]) == ("0.1463", "0.8537")  # 30 us of 205
+    assert min(min(bar.base) for bar in timeline(frame).data) == 0  # the timeline starts where the window does
 
 
 def test_the_tables_keep_the_first_twenty_rows():
