@@ -355,6 +355,28 @@ def test_render_lays_out_tables_plots_and_empty_sections(tmp_path):
     assert "</table>\n<h2>plot</h2><img" in body and "<h2>empty</h2><p class=note>(none)</p></body>" in body
 
 
+def test_render_lists_a_section_s_links_in_both_formats():
+    links = (("c1", "traces/c1/index.html"), ("a<b", "traces/a'b/index.html"))
+    sections = [Section("pages", pd.DataFrame(), links=links), Section("next", pd.DataFrame())]
+    markdown, page = render("T", "intro", sections)
+    assert markdown.endswith("## pages\n\n- [c1](traces/c1/index.html)\n- [a<b](traces/a'b/index.html)\n\n"
+                             "## next\n\n(none)\n\n")
+    assert ("<h2>pages</h2><ul><li><a href='traces/c1/index.html'>c1</a></li>"
+            "<li><a href='traces/a&#x27;b/index.html'>a&lt;b</a></li></ul><h2>next</h2>") in page
+
+
+def test_each_profiled_case_with_a_trace_gets_a_page_and_a_link(tmp_path):
+    trace = tmp_path / "traces" / "c1"
+    trace.mkdir(parents=True)
+    (trace / "c1.1.pt.trace.json").write_text(json.dumps({"traceEvents": [
+        {"ph": "X", "name": "aten::mm", "cat": "cpu_op", "pid": 1, "tid": 1, "ts": 0, "dur": 5}]}))
+    breakdown, pages = profile_sections(RunDir(tmp_path), tmp_path)
+    assert breakdown.table.empty and breakdown.title == "Profile breakdown (% of self time)"
+    assert pages.title == "Trace pages (timeline, top operators and kernels; open offline)"
+    assert pages.links == (("c1", "traces/c1/index.html"),) and pages.table.empty and pages.plot is None
+    assert "aten::mm" in (trace / "index.html").read_text()
+
+
 def test_throughput_plot_sits_under_the_last_table_and_memory_is_plotted_in_mib(monkeypatch, tmp_path):
     plotted = []
     monkeypatch.setattr("bench.report.plot_by_batch", lambda frame, value, label: plotted.append(

@@ -213,6 +213,12 @@ def test_results_keep_versions_as_text_and_read_a_csv_path_or_a_run_id(tmp_path)
         assert list(frame.columns[:len(COLUMNS)]) == COLUMNS  # every column, even those the file lacks
 
 
+def test_an_attention_column_left_empty_by_models_without_attention_is_read_as_text(tmp_path):
+    csv = results_file(tmp_path / "r1" / "results.csv", "case_id,attention\ncnn-fwd-fp32-b2,\ngru-fwd-fp32-b2,\n")
+    attention = load_results(csv)["attention"]
+    assert attention.isna().all() and pd.api.types.is_string_dtype(attention)
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("notes.txt", "case_id\nx\n", "notes.txt: not a run folder (no results.csv)"),
     ("empty.csv", "", "empty.csv: unreadable CSV (No columns to parse from file)"),
