@@ -75,10 +75,15 @@ def _nesting(frame: pd.DataFrame) -> tuple[list[int], list[float]]:
     return depth, self_us
 
 
+def profiled_steps(frame: pd.DataFrame) -> pd.DataFrame:
+    """The CPU's annotation of each profiled step, in time order."""
+    return frame[(frame["cat"] == "user_annotation") & frame["name"].str.startswith(STEP)].sort_values("ts")
+
+
 def step_window(frame: pd.DataFrame) -> tuple[float, float]:
     """From the start of the first profiled step to the end of the last (the CPU's steps, which wait for
     the GPU), or the whole trace where it has no steps."""
-    steps = frame[(frame["cat"] == "user_annotation") & frame["name"].str.startswith(STEP)]
+    steps = profiled_steps(frame)
     spans = steps if len(steps) else frame
     return float(spans["ts"].min()), float((spans["ts"] + spans["dur"]).max())
 
@@ -103,7 +108,7 @@ def gpu_summary(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     start, end = step_window(frame)
     busy = busy_us(frame, start, end)
-    steps = max(1, int(((frame["cat"] == "user_annotation") & frame["name"].str.startswith(STEP)).sum()))
+    steps = max(1, len(profiled_steps(frame)))
     figures = {
         "profiled time (ms)": (end - start) / 1e3,
         "GPU busy (ms)": busy / 1e3,
@@ -126,7 +131,7 @@ def _cell(value) -> str:
 
 def step_times(frame: pd.DataFrame) -> pd.DataFrame:
     """Each profiled step's wall time on the CPU and, on a GPU, the GPU's busy time within it."""
-    steps = frame[(frame["cat"] == "user_annotation") & frame["name"].str.startswith(STEP)].sort_values("ts")
+    steps = profiled_steps(frame)
     table = pd.DataFrame({"step": steps["name"].str.removeprefix(STEP).astype(int), "wall (ms)": steps["dur"] / 1e3})
     if frame["cat"].isin(GPU_WORK).any():
         table["GPU busy (ms)"] = [busy_us(frame, ts, ts + dur) / 1e3 for ts, dur in zip(steps["ts"], steps["dur"],
