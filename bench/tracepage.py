@@ -61,12 +61,13 @@ def _nesting(frame: pd.DataFrame) -> tuple[list[int], list[float]]:
     """Each event's depth in its lane and its self time: a stack of open events per lane, as a trace
     viewer stacks them."""
     depth, self_us = [0] * len(frame), frame["dur"].tolist()
+    ends = (frame["ts"] + frame["dur"]).tolist()
     stack: list[int] = []
     lane = None
     for i, (this_lane, ts, dur) in enumerate(zip(frame["lane"], frame["ts"], frame["dur"], strict=True)):
         if this_lane != lane:
             stack, lane = [], this_lane
-        while stack and frame.at[stack[-1], "ts"] + frame.at[stack[-1], "dur"] <= ts:
+        while stack and ends[stack[-1]] <= ts:
             stack.pop()
         if stack:
             self_us[stack[-1]] -= dur
