@@ -11,6 +11,7 @@ import torch
 if not torch.cuda.is_available():  # Triton runs on a CPU only in its interpreter, chosen before triton loads
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from bench import turns
 from bench.options import OptionError, SweepOptions, add_options
 from bench.session import Session
 
@@ -48,6 +49,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def archbench_session(request: pytest.FixtureRequest) -> Session:
     session = Session(request.config.stash[OPTIONS])
     request.config.stash[SESSION] = session
+    params = [getattr(item, "callspec", None) for item in request.session.items]
+    turns.announce([p.params[name].id for p in params if p for name in ("case", "attention_case") if name in p.params])
     return session
 
 

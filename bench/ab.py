@@ -1,9 +1,11 @@
 """Paired A/B timing, as asv's `continuous` does: `python -m bench ab BASE CANDIDATE -- SWEEP OPTIONS` runs
 two git revisions of this checkout (worktrees sharing the installed environment), or one revision under
-two Python interpreters, alternately in fresh processes, in ABBA order. What moves between runs is the
-process (clocks, placement, algorithm choices), so a process's median per case is the unit of evidence:
-each case's verdict comes from the log-ratios of its pairs (a t interval), with Holm's correction over the
-cases, and a case found slower fails only if K more pairs find it slower again.
+two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side and
+take turns (bench/turns.py), so A and B time each case back to back, under the same host speed. What
+moves between pairs is the processes (clocks, placement, algorithm choices), so a process's median per
+case is the unit of evidence: each case's verdict comes from the log-ratios of its pairs (a t interval),
+with Holm's correction over the cases, and a case found slower fails only if K more pairs find it slower
+again.
 
 With `instructions`, each process runs the sweep under valgrind's callgrind and a case's value is its
 instruction count per step (bench/instructions.py): deterministic to well under 1 %, so one pair
@@ -25,9 +27,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench import turns
 from bench.gate import broken_cases, holm
 from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
 from bench.rundir import RunError, load_results, load_rounds
+from bench.turns import SIDES
 
 DEFAULT_PAIRS = 6
 DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
@@ -46,11 +50,6 @@ class PairVerdict:
     p_value: float  # of the t test on the log-ratios, Holm-adjusted over the cases
     mde: float  # the smallest relative change these pairs could detect at alpha with power POWER
     verdict: str  # slower, faster, unchanged or inconclusive
-
-
-def abba(pairs: int) -> list[tuple[int, str]]:
-    """(pair, side) in run order, A B B A A B ...: a drift in time weighs on both sides alike."""
-    return [(k, side) for k in range(pairs) for side in (("A", "B") if k % 2 == 0 else ("B", "A"))]
 
 
 def log_ratio_test(base: np.ndarray, cand: np.ndarray) -> float:
@@ -141,39 +140,75 @@ class ABRun:
         return "instructions" if self.instructions else "median_s"
 
     def run_pairs(self, pairs: int, name: str = "first") -> None:
-        """K pairs in ABBA order, one fresh pytest process each; each case's median kept per process, under
-        the round's `name` (first, or confirm)."""
+        """K pairs, each two fresh pytest processes side by side that take turns timing each case (under
+        callgrind they need not), the side that goes first alternating from pair to pair; each case's median
+        (or count) kept per process, under the round's `name` (first, or confirm)."""
         prefix = "" if name == "first" else f"{name} "
-        order, start = abba(pairs), time.monotonic()
-        for i, (pair, side) in enumerate(order):
+        start = time.monotonic()
+        for pair in range(pairs):
             elapsed = time.monotonic() - start
-            eta = f", about {elapsed / i * (len(order) - i):.0f} s left" if i else ""
-            self.log(f"ab: {prefix}pair {pair + 1}/{pairs}, side {side} ({self.labels[side]}), "
+            eta = f", about {elapsed / pair * (pairs - pair):.0f} s left" if pair else ""
+            self.log(f"ab: {prefix}pair {pair + 1}/{pairs} (A: {self.labels['A']}; B: {self.labels['B']}), "
                      f"{elapsed:.0f} s elapsed{eta}")
-            run_id = f"{prefix.strip()}-{side}-{pair + 1}" if prefix else f"{side}-{pair + 1}"
-            command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only", "-q",
-                       "-p", "no:cacheprovider", "--run-id", run_id, "--reports-dir", str(self.out)]
-            env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
-            if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
-                dumps = self.out / f"{run_id}.callgrind"
-                dumps.mkdir()
-                command = [*valgrind_command(dumps), *command, "--instructions"]
-                env.update({DUMP_DIR_ENV: str(dumps), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"})
-            with open(self.out / f"{run_id}.log", "w") as log:
-                code = subprocess.call(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT, env=env)
-            if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
-                raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; "
-                               f"see {self.out / run_id}.log)")
-            results = load_results(self.out / run_id)
-            if self.instructions:
-                ok = results[results["status"] == "ok"]
-                values = dict(zip(ok["case_id"], ok["instructions"].astype(float), strict=True))
-            else:
-                values = {case: float(np.median(r)) for case, r in load_rounds(self.out / run_id)[0].items()}
-            self.medians += [{"round": name, "pair": pair, "side": side, "case": case, self.value: value}
-                             for case, value in values.items()]
-            self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
-                               "status": row.status, "reason": row.reason} for row in results.itertuples()]
+            run_ids = {side: f"{prefix}{side}-{pair + 1}".replace(" ", "-") for side in SIDES}
+            codes = self._run_pair(run_ids, first=SIDES[pair % 2])
+            for side in SIDES:
+                self._collect(name, pair, side, run_ids[side], codes[side])
+
+    def _run_pair(self, run_ids: dict[str, str], first: str) -> dict[str, int]:
+        """Start both sides' sweeps, referee their turns, and return their exit codes."""
+        pipes = {side: (os.pipe(), os.pipe()) for side in SIDES} if not self.instructions else {}
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            for side in SIDES:
+                command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only",
+                           "-q", "-p", "no:cacheprovider", "--run-id", run_ids[side], "--reports-dir", str(self.out)]
+                env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
+                passed: tuple[int, ...] = ()
+                if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
+                    dumps = self.out / f"{run_ids[side]}.callgrind"
+                    dumps.mkdir()
+                    command = [*valgrind_command(dumps), *command, "--instructions"]
+                    env.update({DUMP_DIR_ENV: str(dumps), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"})
+                else:
+                    (to_child, _), (_, from_child) = pipes[side]
+                    passed = (to_child, from_child)
+                    env[turns.ENV] = f"{to_child},{from_child}"
+                with open(self.out / f"{run_ids[side]}.log", "w") as log:
+                    procs[side] = subprocess.Popen(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
+                                                   env=env, pass_fds=passed)
+            if pipes:
+                for (to_child, _), (_, from_child) in pipes.values():  # the children's ends: theirs alone now
+                    os.close(to_child)
+                    os.close(from_child)
+                readers = {side: os.fdopen(pipes[side][1][0]) for side in SIDES}
+                writers = {side: os.fdopen(pipes[side][0][1], "w") for side in SIDES}
+                try:
+                    turns.Referee(readers, writers, first).run()
+                finally:
+                    for pipe in [*readers.values(), *writers.values()]:
+                        pipe.close()
+            return {side: proc.wait() for side, proc in procs.items()}
+        finally:
+            for proc in procs.values():  # an interrupted referee leaves no sweep behind
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    def _collect(self, name: str, pair: int, side: str, run_id: str, code: int) -> None:
+        """Keep one process's medians (or counts) and its cases' statuses."""
+        if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
+            raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; see {self.out / run_id}.log)")
+        results = load_results(self.out / run_id)
+        if self.instructions:
+            ok = results[results["status"] == "ok"]
+            values = dict(zip(ok["case_id"], ok["instructions"].astype(float), strict=True))
+        else:
+            values = {case: float(np.median(r)) for case, r in load_rounds(self.out / run_id)[0].items()}
+        self.medians += [{"round": name, "pair": pair, "side": side, "case": case, self.value: value}
+                         for case, value in values.items()]
+        self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
+                           "status": row.status, "reason": row.reason} for row in results.itertuples()]
 
     def frame(self, name: str = "first") -> pd.DataFrame:
         """The medians of one round of pairs."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import attention, instructions
+from bench import attention, instructions, turns
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
@@ -269,7 +269,7 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     try:
         if triton:
             triton.forget_configs()
-        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings)
+        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id)
         if triton:  # the autotuner's choice, which can differ between runs of the same code
             chosen = triton.last_configs().items()
             fields["triton_configs"] = "; ".join(f"{kernel}: {config}" for kernel, config in chosen)
@@ -286,9 +286,10 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
             torch.cuda.empty_cache()
 
 
-def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dict:
+def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "") -> dict:
     """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs: the
-    measured fields of a Row. Peak memory: of the timed rounds, and of the build and warm-up."""
+    measured fields of a Row. Peak memory: of the timed rounds, and of the build and warm-up. Under `ab`,
+    warm-up and rounds wait for the process's turn (bench/turns.py)."""
     device = settings.device
     memory = PeakMemory(device)
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
@@ -301,7 +302,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings) -> dic
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    with cudnn_benchmark(device.type == "cuda"):
+    with cudnn_benchmark(device.type == "cuda"), turns.timed(case_id):
         warm_start, warmup_rounds = time.perf_counter(), 0
         while warmup_rounds < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
             last = warmup_round()

@@ -1,0 +1,126 @@
+"""Turn-taking for `ab`: the two processes of a pair run side by side, but only one of them times at a
+time, and each case is timed by A and by B back to back. The host's speed on a shared machine shifts
+by tens of percent over seconds, which processes run minutes apart cannot share; two timings a second
+apart see the same host.
+
+A sweep process finds its pipes to the referee (ab's parent) in ARCHBENCH_TURNS ("read-fd,write-fd"),
+announces its cases, and asks before and after each case's warm-up and timed rounds; each ask blocks
+until the referee answers. Without the variable every call here does nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+ENV = "ARCHBENCH_TURNS"
+SIDES = ("A", "B")
+_pipes: tuple[IO[str], IO[str]] | None = None
+
+
+def _ask(message: str) -> None:
+    """Send a line to the referee and wait for its go (none to wait for outside `ab`)."""
+    global _pipes
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    if _pipes is None:
+        read_fd, write_fd = (int(fd) for fd in spec.split(","))
+        _pipes = (os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w"))
+    reader, writer = _pipes
+    writer.write(message + "\n")
+    writer.flush()
+    if not reader.readline():
+        raise RuntimeError("the ab referee went away")
+
+
+def announce(cases: list[str]) -> None:
+    """The case ids this process will time, in order (so the referee knows which the other side lacks)."""
+    _ask("cases " + " ".join(cases))
+
+
+@contextlib.contextmanager
+def timed(case: str) -> Iterator[None]:
+    """A stretch that must not overlap the other process's: the case's warm-up and timed rounds."""
+    _ask(f"before {case}")
+    try:
+        yield
+    finally:
+        _ask(f"after {case}")
+
+
+@dataclass
+class Referee:
+    """ab's side: reads both processes' asks (`readers`, line by line) and answers (`writers`) so that one
+    process times at a time and a case both sides time is timed by each in turn, the first alternating
+    from case to case (starting with `first`). Everything else (import, build, FLOPs, writing) overlaps."""
+
+    readers: dict[str, IO[str]]
+    writers: dict[str, IO[str]]
+    first: str = "A"
+    state: dict[str, tuple[str, str]] = field(default_factory=dict)  # side -> (what, case); ("exited", "")
+    cases: dict[str, set[str]] = field(default_factory=lambda: {side: set() for side in SIDES})
+    paired: int = 0  # cases timed back to back so far
+
+    def run(self) -> None:
+        """Referee until both processes have exited (closed their pipes)."""
+        running = set(SIDES)
+        while len(self._exited()) < len(SIDES):
+            self._wait(running)
+            running = self._next()
+
+    def _exited(self) -> list[str]:
+        return [side for side in SIDES if self.state.get(side, ("",))[0] == "exited"]
+
+    def _wait(self, running: set[str]) -> None:
+        """Until every running process has asked (or exited); an announcement is answered at once."""
+        while running:
+            ready, _, _ = select.select([self.readers[side] for side in running], [], [])
+            for side in [s for s in running if self.readers[s] in ready]:
+                line = self.readers[side].readline()
+                what, _, case = line.strip().partition(" ")
+                if not line:
+                    self.state[side] = ("exited", "")
+                    running.discard(side)
+                elif what == "cases":
+                    self.cases[side] = set(case.split())
+                    self._go(side)
+                else:
+                    self.state[side] = (what, case)
+                    running.discard(side)
+
+    def _go(self, side: str) -> None:
+        try:
+            self.writers[side].write("go\n")
+            self.writers[side].flush()
+        except BrokenPipeError:  # it died after asking: its end-of-file comes next
+            pass
+
+    def _time(self, side: str) -> None:
+        """Let one process through its timed stretch, and hold it at the end."""
+        self._go(side)
+        self._wait({side})
+
+    def _next(self) -> set[str]:
+        """Both processes wait (or have exited): time what is due, then release them; the sides let run."""
+        before = {side: case for side, (what, case) in self.state.items() if what == "before"}
+        if len(before) == 2 and before["A"] == before["B"]:
+            order = list(SIDES) if (SIDES.index(self.first) + self.paired) % 2 == 0 else list(reversed(SIDES))
+            self.paired += 1
+            for side in order:
+                self._time(side)
+        elif before:  # a case only one side has, or the other side gone: timed alone
+            alone = [side for side, case in before.items() if case not in self.cases[_other(side)]]
+            self._time((alone or sorted(before))[0])
+        waiting = {side for side, (what, _) in self.state.items() if what == "after"}
+        for side in waiting:
+            self.state[side] = ("running", "")
+            self._go(side)
+        return waiting
+
+
+def _other(side: str) -> str:
+    return SIDES[1 - SIDES.index(side)]
