@@ -1,24 +1,32 @@
 """Turn-taking for `ab`: the two processes of a pair run side by side, but only one of them times at a
-time, and each case is timed by A and by B back to back. The host's speed on a shared machine shifts
-by tens of percent over seconds, which processes run minutes apart cannot share; two timings a second
+time, and the two time each case in alternating slices of about TURN_S. The host's speed on a shared
+machine shifts by tens of percent over seconds (2-core CI machine: one process's 0.3 s medians of the
+CNN stepped from 2.4 to 1.6 ms and back), which processes run minutes apart cannot share; slices 50 ms
 apart see the same host.
 
 A sweep process finds its pipes to the referee (ab's parent) in ARCHBENCH_TURNS ("read-fd,write-fd"),
-announces its cases, and asks before and after each case's warm-up and timed rounds; each ask blocks
-until the referee answers. Without the variable every call here does nothing."""
+announces its cases, and asks before a case's warm-up, between its rounds once a slice is up, and after
+its rounds; each ask blocks until the referee answers. Without the variable every call here does nothing."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import select
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
 ENV = "ARCHBENCH_TURNS"
 SIDES = ("A", "B")
+TURN_S = 0.05
 _pipes: tuple[IO[str], IO[str]] | None = None
+
+
+def active() -> bool:
+    """Whether this process runs under ab's referee."""
+    return bool(os.environ.get(ENV))
 
 
 def _ask(message: str) -> None:
@@ -52,11 +60,25 @@ def timed(case: str) -> Iterator[None]:
         _ask(f"after {case}")
 
 
+def handover(case: str) -> Callable[[], None]:
+    """Called after each timed round: gives the turn to the other process once TURN_S has passed."""
+    start = time.perf_counter()
+
+    def between_rounds(*_) -> None:
+        nonlocal start
+        if time.perf_counter() - start >= TURN_S:
+            _ask(f"switch {case}")
+            start = time.perf_counter()
+
+    return between_rounds
+
+
 @dataclass
 class Referee:
     """ab's side: reads both processes' asks (`readers`, line by line) and answers (`writers`) so that one
-    process times at a time and a case both sides time is timed by each in turn, the first alternating
-    from case to case (starting with `first`). Everything else (import, build, FLOPs, writing) overlaps."""
+    process times at a time and a case both sides time is timed by each in alternating slices, the side
+    that starts alternating from case to case (starting with `first`). Everything else (import, build,
+    FLOPs, writing) overlaps."""
 
     readers: dict[str, IO[str]]
     writers: dict[str, IO[str]]
@@ -99,22 +121,29 @@ class Referee:
         except BrokenPipeError:  # it died after asking: its end-of-file comes next
             pass
 
-    def _time(self, side: str) -> None:
-        """Let one process through its timed stretch, and hold it at the end."""
+    def _slice(self, side: str) -> None:
+        """Let one process time until it asks again (its slice is up, or its case is done)."""
         self._go(side)
         self._wait({side})
+
+    def _timing(self, side: str) -> bool:
+        return self.state[side][0] in ("before", "switch")
 
     def _next(self) -> set[str]:
         """Both processes wait (or have exited): time what is due, then release them; the sides let run."""
         before = {side: case for side, (what, case) in self.state.items() if what == "before"}
         if len(before) == 2 and before["A"] == before["B"]:
-            order = list(SIDES) if (SIDES.index(self.first) + self.paired) % 2 == 0 else list(reversed(SIDES))
+            side = SIDES[(SIDES.index(self.first) + self.paired) % 2]
             self.paired += 1
-            for side in order:
-                self._time(side)
+            self._slice(side)
+            while self._timing(side) or self._timing(_other(side)):
+                side = _other(side) if self._timing(_other(side)) else side
+                self._slice(side)
         elif before:  # a case only one side has, or the other side gone: timed alone
             alone = [side for side, case in before.items() if case not in self.cases[_other(side)]]
-            self._time((alone or sorted(before))[0])
+            side = (alone or sorted(before))[0]
+            while self._timing(side):
+                self._slice(side)
         waiting = {side for side, (what, _) in self.state.items() if what == "after"}
         for side in waiting:
             self.state[side] = ("running", "")
