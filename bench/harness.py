@@ -317,7 +317,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             if settings.instructions:  # counted under callgrind instead of timed: no rounds
                 counted = instructions.count(work.step)
             else:
-                between = {"teardown": turns.handover(case_id)} if turns.active() else {}
+                between = {"teardown": turns.handover(case_id, warmup_round)} if turns.active() else {}
                 benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0, **between)
     peak_mem = memory.peak_bytes()
     reason = ""
