@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from bench import calibrate
+from bench import calibrate, turns
 from bench.harness import WARMUP_S, Settings, run_case
 from bench.options import SweepOptions
 from bench.profile import profile_case
@@ -24,8 +24,10 @@ class Session:
 
     def __init__(self, options: SweepOptions, calibration: dict | None = None):
         self.options = options
+        settle = turns.SETTLE_S if turns.active() else 0.0  # the other process of an ab pair settles first
         self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
-                                 warmup_s=WARMUP_S[options.device.type], instructions=options.instructions)
+                                 warmup_s=max(WARMUP_S[options.device.type], settle),
+                                 instructions=options.instructions)
         if options.instructions:  # one thread: counts that do not depend on how work was split
             torch.set_num_threads(1)
             calibration = {}  # nothing is timed, so no peak to judge against

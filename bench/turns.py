@@ -1,7 +1,7 @@
 """Turn-taking for `ab`: the two processes of a pair run side by side, but only one of them times at a
 time, and the two time each case in alternating slices of about TURN_S. The host's speed on a shared
 machine shifts by tens of percent over seconds (2-core CI machine: one process's 0.3 s medians of the
-CNN stepped from 2.4 to 1.6 ms and back), which processes run minutes apart cannot share; slices 50 ms
+CNN stepped from 2.4 to 1.6 ms and back), which processes run minutes apart cannot share; slices 0.1 s
 apart see the same host.
 
 A sweep process finds its pipes to the referee (ab's parent) in ARCHBENCH_TURNS ("read-fd,write-fd"),
@@ -20,7 +20,11 @@ from typing import IO
 
 ENV = "ARCHBENCH_TURNS"
 SIDES = ("A", "B")
-TURN_S = 0.05
+TURN_S = 0.1
+# After a process hands over, its OpenMP workers spin-wait 6-10 ms on the 2-core CI machine (libgomp's
+# default spin count) and take a core from the other's first rounds (one CNN round of 1.6 ms ran 4-6 ms
+# later); the one taking over warms up this long, untimed, before timing.
+SETTLE_S = 0.02
 _pipes: tuple[IO[str], IO[str]] | None = None
 
 
@@ -62,15 +66,18 @@ def timed(case: str) -> Iterator[None]:
 
 def handover(case: str, rewarm: Callable[[], object]) -> Callable[..., None]:
     """Called after each timed round (untimed): once TURN_S has passed, gives the turn to the other process
-    and, back, runs `rewarm` (one untimed step), since the other's work has evicted this one's caches
-    (2-core CI machine: the first CNN round after a switch took 13 ms against 6 ms)."""
+    and, back, repeats `rewarm` (an untimed step) for SETTLE_S, while the other's threads settle and
+    this one's caches, which the other's work evicted, refill."""
     start = time.perf_counter()
 
     def between_rounds(*_) -> None:
         nonlocal start
         if time.perf_counter() - start >= TURN_S:
             _ask(f"switch {case}")
+            back = time.perf_counter()
             rewarm()
+            while time.perf_counter() - back < SETTLE_S:
+                rewarm()
             start = time.perf_counter()
 
     return between_rounds
