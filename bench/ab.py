@@ -33,7 +33,7 @@ from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, 
 from bench.rundir import RunError, load_results, load_rounds
 from bench.turns import SIDES
 
-DEFAULT_PAIRS = 6
+DEFAULT_PAIRS = 10
 DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
 INSTRUCTION_PAIRS = 1
 INSTRUCTION_THRESHOLD = 0.01
