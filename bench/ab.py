@@ -271,9 +271,9 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
        threshold: float | None = None, alpha: float = 0.01, python_a: str = sys.executable,
        python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print,
        instructions: bool = False) -> ABResult:
-    """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K ABBA pairs into `out`,
-    judge every case, confirm the slower ones (timing), or judge their instruction counts (`instructions`).
-    `pairs` and `threshold` default by mode."""
+    """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K pairs of processes
+    into `out`, judge every case, confirm the slower ones (timing), or judge their instruction counts
+    (`instructions`). `pairs` and `threshold` default by mode."""
     repo = repo or Path.cwd()
     pairs = (INSTRUCTION_PAIRS if instructions else DEFAULT_PAIRS) if pairs is None else pairs
     threshold = (INSTRUCTION_THRESHOLD if instructions else DEFAULT_THRESHOLD) if threshold is None else threshold

@@ -10,14 +10,10 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from bench.__main__ import main
-from bench.ab import ab, abba, judge_all, judge_counts, judge_pairs, log_ratio_test
+from bench.ab import ab, judge_all, judge_counts, judge_pairs, log_ratio_test
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_pairs_run_in_abba_order():
-    assert abba(3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
 
 
 def processes(rng, k, shift=1.0, process_noise=0.03, rounds=30, autocorrelation=0.9):
@@ -159,13 +155,13 @@ def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, t
     assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
     assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
     assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
-    assert lines[0].startswith("ab: pair 1/2, side A (HEAD~1), 0 s elapsed")
-    assert "confirming with 2 more pairs" in lines[4]
-    assert lines[5].startswith("ab: confirm pair 1/2, side A (HEAD~1)")
-    assert lines[2].startswith("ab: pair 2/2, side B (HEAD), ") and "s left" in lines[2]
+    assert lines[0] == "ab: pair 1/2 (A: HEAD~1; B: HEAD), 0 s elapsed"
+    assert lines[1].startswith("ab: pair 2/2 (A: HEAD~1; B: HEAD), ") and "s left" in lines[1]
+    assert "confirming with 2 more pairs" in lines[2]
+    assert lines[3].startswith("ab: confirm pair 1/2 (A: HEAD~1; B: HEAD)")
     medians = pd.read_csv(tmp_path / "out" / "medians.csv")
     assert set(medians["round"]) == {"first", "confirm"}  # each: 2 pairs x 2 sides for cnn, side A only for gru
-    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "ABBA" * 2,
+    assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "AB" * 4,
                                                                       "gru-fwd-fp32-b2": "AA" * 2}
     assert "| `cnn-fwd-fp32-b2` | slower | 2 |" in (tmp_path / "out" / "ab.md").read_text()
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
