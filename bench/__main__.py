@@ -68,11 +68,14 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _ab(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from bench.ab import ab
     from bench.gate import write_step_summary
 
+    # A cancelled CI job sends SIGTERM: exit through ab's clean-up (its sweeps stopped, worktrees removed).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = args.out or args.reports_dir / time.strftime("ab-%Y%m%d-%H%M%S")
     threshold = None if args.threshold is None else args.threshold / 100
     result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=threshold,

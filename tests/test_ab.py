@@ -1,7 +1,11 @@
 """Paired A/B runs: the statistics on synthetic process medians with known process-to-process noise and
 shifts, and one end-to-end run over two revisions of a throwaway clone."""
 
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +183,30 @@ def test_unusable_input_is_one_line(two_revisions, tmp_path, kwargs, message):
     base = kwargs.pop("base", "HEAD")
     with pytest.raises(RunError, match=message):
         ab(base, "HEAD", SWEEP, tmp_path / "out", repo=two_revisions, **kwargs)
+
+
+def test_a_terminated_ab_leaves_no_sweep_and_no_worktree_behind(two_revisions, tmp_path):
+    """SIGTERM (a cancelled CI job) while a pair runs: both sides' processes stopped, worktrees removed."""
+    fake = tmp_path / "python"  # a side's interpreter that just waits, marked so it can be found
+    # -P: this checkout's bench (PYTHONPATH), not the clone's in the working directory
+    fake.write_text("#!/bin/sh\nexec sleep 987\n")
+    fake.chmod(0o755)
+    ab_process = subprocess.Popen([sys.executable, "-P", "-m", "bench", "ab", "HEAD~1", "HEAD", "--python-a", str(fake),
+                                   "--python-b", str(fake), "--out", str(tmp_path / "out")],
+                                  cwd=two_revisions, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                  stderr=subprocess.PIPE, text=True)
+    assert ab_process.stderr.readline().startswith("ab: pair 1/10")
+    deadline = time.monotonic() + 10
+    while len(sleepers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sleepers()) == 2
+    ab_process.terminate()
+    assert ab_process.wait(timeout=10) == 128 + signal.SIGTERM
+    assert sleepers() == []
+    worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
+                               text=True).stdout
+    assert len(worktrees.splitlines()) == 1
+
+
+def sleepers() -> list[str]:
+    return subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True, text=True).stdout.split()
