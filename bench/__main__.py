@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     paired.add_argument("--instructions", action="store_true",
                         help="gate on instruction counts under valgrind's callgrind (CPU, single-threaded) instead "
                              "of time: deterministic, so a 1%% change shows; minutes a process")
-    paired.add_argument("--alpha", type=float, default=0.01, help="chance of any false alarm (default 0.01)")
+    paired.add_argument("--alpha", type=float, default=ab.DEFAULT_ALPHA,
+                        help=f"chance of any false alarm in each of the two rounds a slowdown must fail "
+                             f"(default {ab.DEFAULT_ALPHA})")
     paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
     paired.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")

@@ -33,7 +33,8 @@ from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, 
 from bench.rundir import RunError, load_results, load_rounds
 from bench.turns import SIDES
 
-DEFAULT_PAIRS = 10
+DEFAULT_PAIRS = 16  # enough to find 10 % twice over through the ~8 % pair-to-pair spread of the 2-core CI machine
+DEFAULT_ALPHA = 0.05  # per round; a slower case must be found in both rounds, so a false alarm's chance is ~alpha^2
 DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
 INSTRUCTION_PAIRS = 1
 INSTRUCTION_THRESHOLD = 0.01
@@ -139,10 +140,10 @@ class ABRun:
         """What each process gives per case: its median seconds, or its instructions per step."""
         return "instructions" if self.instructions else "median_s"
 
-    def run_pairs(self, pairs: int, name: str = "first") -> None:
+    def run_pairs(self, pairs: int, name: str = "first", only: list[str] | None = None) -> None:
         """K pairs, each two fresh pytest processes side by side that take turns timing each case (under
         callgrind they need not), the side that goes first alternating from pair to pair; each case's median
-        (or count) kept per process, under the round's `name` (first, or confirm)."""
+        (or count) kept per process, under the round's `name` (first, or confirm). `only`: these case ids."""
         prefix = "" if name == "first" else f"{name} "
         start = time.monotonic()
         for pair in range(pairs):
@@ -151,18 +152,20 @@ class ABRun:
             self.log(f"ab: {prefix}pair {pair + 1}/{pairs} (A: {self.labels['A']}; B: {self.labels['B']}), "
                      f"{elapsed:.0f} s elapsed{eta}")
             run_ids = {side: f"{prefix}{side}-{pair + 1}".replace(" ", "-") for side in SIDES}
-            codes = self._run_pair(run_ids, first=SIDES[pair % 2])
+            codes = self._run_pair(run_ids, SIDES[pair % 2], only)
             for side in SIDES:
                 self._collect(name, pair, side, run_ids[side], codes[side])
 
-    def _run_pair(self, run_ids: dict[str, str], first: str) -> dict[str, int]:
+    def _run_pair(self, run_ids: dict[str, str], first: str, only: list[str] | None) -> dict[str, int]:
         """Start both sides' sweeps, referee their turns, and return their exit codes."""
+        select = ["-k", " or ".join(f"[{case}]" for case in only)] if only else []  # the last -k is the one
         pipes = {side: (os.pipe(), os.pipe()) for side in SIDES} if not self.instructions else {}
         procs: dict[str, subprocess.Popen] = {}
         try:
             for side in SIDES:
-                command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), "--benchmark-only",
-                           "-q", "-p", "no:cacheprovider", "--run-id", run_ids[side], "--reports-dir", str(self.out)]
+                command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
+                           "--benchmark-only", "-q", "-p", "no:cacheprovider", "--run-id", run_ids[side],
+                           "--reports-dir", str(self.out)]
                 env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
                 passed: tuple[int, ...] = ()
                 if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
@@ -268,7 +271,7 @@ def _worktree(repo: Path, ref: str, into: Path) -> Path:
 
 
 def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int | None = None,
-       threshold: float | None = None, alpha: float = 0.01, python_a: str = sys.executable,
+       threshold: float | None = None, alpha: float = DEFAULT_ALPHA, python_a: str = sys.executable,
        python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print,
        instructions: bool = False) -> ABResult:
     """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K pairs of processes
@@ -306,8 +309,8 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
             slower = [v.case for v in verdicts if v.verdict == "slower"]
             confirmed = {v.case: v for v in verdicts if v.verdict == "slower"} if instructions else {}
             if slower and not instructions:
-                log(f"ab: {len(slower)} slower; confirming with {pairs} more pairs")
-                run.run_pairs(pairs, name="confirm")
+                log(f"ab: {len(slower)} slower; confirming with {pairs} more pairs of those cases")
+                run.run_pairs(pairs, name="confirm", only=slower)
                 again = run.frame("confirm")
                 confirmed = {v.case: v for v in judge_all(again[again["case"].isin(slower)], threshold, alpha)}
         finally:
