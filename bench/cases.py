@@ -1,4 +1,4 @@
-"""The sweep: one frozen Case per (model, phase, precision, batch, attention), built from the options."""
+"""The sweep: one frozen Case per (model, phase, precision, batch, attention, mode), built from the options."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from bench.attention import ATTENTION
 from bench.models import MODELS
+from bench.modes import MODES
 from bench.precision import DTYPES, PRECISIONS
 
 PHASES = ("fwd", "fwdbwd", "step")
@@ -26,16 +27,22 @@ class Case:
     batch: int
     attention: str | None = None  # None for models without attention
     size: str = "quick"
+    mode: str = "eager"
+    memory_format: str = "contiguous"  # or channels_last, for the convolutional models
 
     @property
     def id(self) -> str:
-        parts = [self.model, self.phase, self.precision, f"b{self.batch}"]
-        return "-".join([*parts, self.attention] if self.attention else parts)
+        """model-phase-precision-bN, then the attention, the mode and the memory format where they apply
+        (eager and contiguous add nothing, so ids from before those axes still match)."""
+        parts = [self.model, self.phase, self.precision, f"b{self.batch}", self.attention,
+                 None if self.mode == "eager" else self.mode,
+                 None if self.memory_format == "contiguous" else self.memory_format]
+        return "-".join(part for part in parts if part)
 
     def unavailable(self, device: torch.device) -> str | None:
-        """Why this device cannot run the case (precision, then attention), or None."""
+        """Why this device cannot run the case (mode, precision, then attention), or None."""
         precision = PRECISIONS[self.precision]
-        reason = precision.unavailable(device)
+        reason = MODES[self.mode].unavailable(device) or precision.unavailable(device)
         if reason is None and self.attention is not None:
             spec = MODELS[self.model]
             reason = ATTENTION[self.attention].unavailable(device, precision.compute_dtype, spec.head_dim,
@@ -44,16 +51,19 @@ class Case:
 
 
 def sweep(models: list[str], phases: list[str], precisions: list[str], batch_sizes: list[int] | None,
-          attentions: list[str], size: str, default_batches: slice = slice(None)) -> list[Case]:
+          attentions: list[str], size: str, default_batches: slice = slice(None), modes: tuple[str, ...] = ("eager",),
+          memory_format: str = "contiguous") -> list[Case]:
     """Every combination; attention varies only for models that have it, batch sizes default per model
-    (those `default_batches` picks of the model's own)."""
+    (those `default_batches` picks of the model's own), and a memory format other than contiguous applies
+    to the convolutional models only."""
     cases = []
     for name in models:
         spec = MODELS[name]
         batches = batch_sizes or spec.batch_sizes[size][default_batches]
         attns = attentions if spec.has_attention else [None]
-        for phase, precision, batch, attn in itertools.product(phases, precisions, batches, attns):
-            cases.append(Case(name, phase, precision, batch, attn, size))
+        layout = memory_format if spec.convolutional else "contiguous"
+        for phase, precision, batch, attn, mode in itertools.product(phases, precisions, batches, attns, modes):
+            cases.append(Case(name, phase, precision, batch, attn, size, mode, layout))
     return cases
 
 

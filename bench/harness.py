@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import importlib
 import math
@@ -26,6 +27,7 @@ from bench.environment import fingerprint
 from bench.flops import FORMULAS
 from bench.models import MODELS, Batch
 from bench.models.spec import ModelSpec
+from bench.modes import MEMORY_FORMATS, MODES, compile_counters
 from bench.precision import PRECISIONS, Precision
 from bench.row import Row
 
@@ -208,21 +210,30 @@ class Workload:
     step: Step
     flops: Callable[[], int]  # called after the timed rounds (counting may use more memory)
     tokens: int | None = None
+    compiled: bool = False  # by torch.compile: its first call compiles, and dynamo's counters tell how
 
 
 def model_workload(case: Case, device: torch.device) -> Workload:
-    """A model from the registry with a synthetic batch, run in the case's phase and precision."""
+    """A model from the registry with a synthetic batch, in the case's memory format, run in its phase,
+    precision and mode. FLOPs are the eager model's: a compiled case does the same work."""
     spec = MODELS[case.model]
     torch.manual_seed(0)
-    model = spec.build(case.size, case.attention).to(device)
+    layout = MEMORY_FORMATS[case.memory_format]
+    model = spec.build(case.size, case.attention).to(device, memory_format=layout)
     batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
-    step = make_step(case.phase, model, batch, spec, PRECISIONS[case.precision], device)
+    batch = dataclasses.replace(batch, inputs=tuple(x.contiguous(memory_format=layout) if x.dim() == 4 else x
+                                                    for x in batch.inputs))
+    mode, precision = MODES[case.mode], PRECISIONS[case.precision]
+    if mode.compiled:
+        torch._dynamo.reset()  # each case compiles afresh: its compile time and recompiles are its own
+    step = make_step(case.phase, mode.apply(model), batch, spec, precision, device)
 
     def flops() -> int:
+        eager = make_step(case.phase, model, batch, spec, precision, device) if mode.compiled else step
         analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
-        return count_flops(step, model, analytic, backward=case.phase != "fwd")
+        return count_flops(eager, model, analytic, backward=case.phase != "fwd")
 
-    return Workload(step, flops, batch.tokens)
+    return Workload(step, flops, batch.tokens, compiled=mode.compiled)
 
 
 def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
@@ -303,10 +314,14 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         return time.perf_counter() - start
 
     with cudnn_benchmark(device.type == "cuda"), turns.timed(case_id):
+        counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
+        before = counters()
         warm_start, warmup_rounds = time.perf_counter(), 0
         while warmup_rounds < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
             last = warmup_round()
             warmup_rounds += 1
+            if warmup_rounds == 1:  # a compiled model compiled in this first call
+                first_call_s, after_first = last, counters()
         warmup_s = time.perf_counter() - warm_start
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
@@ -319,6 +334,9 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             else:
                 between = {"teardown": turns.handover(case_id, warmup_round)} if turns.active() else {}
                 benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0, **between)
+    after = counters()
+    compiling = {"compile_s": first_call_s, "graph_breaks": after_first["graph_breaks"] - before["graph_breaks"],
+                 "recompiles": after["frames"] - after_first["frames"]} if work.compiled else {}
     peak_mem = memory.peak_bytes()
     reason = ""
     try:
@@ -329,14 +347,14 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         flops, reason = None, "FLOPs not counted: out of memory while counting"
     if settings.instructions:
         return {"status": "ok", "reason": reason, "flops": flops, "batch_tokens": work.tokens,
-                "warmup_rounds": warmup_rounds, "instructions": counted}
+                "warmup_rounds": warmup_rounds, "instructions": counted, **compiling}
     # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
     rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
     events = target.event_seconds()
     return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
             "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s,
             "iterations": iterations, "warmup_rounds": warmup_rounds, "warmup_s": warmup_s,
-            "event_median_s": float(np.median(events)) if events else None}
+            "event_median_s": float(np.median(events)) if events else None, **compiling}
 
 
 @contextlib.contextmanager

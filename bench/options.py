@@ -13,6 +13,7 @@ from bench import instructions
 from bench.attention import ATTENTION
 from bench.cases import PHASES, AttentionCase, Case, attention_sweep, sweep
 from bench.models import MODELS, SIZES
+from bench.modes import MEMORY_FORMATS, MODES
 from bench.precision import PRECISIONS
 from bench.rundir import REPORTS_DIR, default_run_id
 
@@ -27,6 +28,8 @@ LIST_OPTIONS = {
                    "fp32 (IEEE), tf32 (TF32 tensor cores), or autocast to fp16 (with GradScaler) or bf16"),
     "attn": (tuple(ATTENTION), None, "attention implementations; default naive,sdpa in the model sweep, "
              "all in the attention micro-benchmark"),
+    "modes": (tuple(MODES), "eager", "execution modes of the model sweep: eager, torch.compile (inductor's default "
+              "or max-autotune mode), or CUDA graphs (torch.compile's reduce-overhead; CUDA only)"),
 }
 MODEL_ATTENTION_DEFAULT = "naive,sdpa"
 
@@ -47,16 +50,19 @@ def parse_names(option: str, value: str, valid: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse_batch_sizes(value: str | None) -> list[int] | None:
-    if not value:
-        return None
+def parse_counts(option: str, value: str) -> list[int]:
+    """Positive integers separated by commas, each once, in the order given."""
     try:
-        sizes = [int(v) for v in value.split(",") if v.strip()]
+        counts = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise OptionError(f"--batch-sizes: expected positive integers separated by commas, got '{value}'")
-    return list(dict.fromkeys(sizes))
+        counts = []
+    if not counts or min(counts) < 1:
+        raise OptionError(f"--{option}: expected positive integers separated by commas, got '{value}'")
+    return list(dict.fromkeys(counts))
+
+
+def parse_batch_sizes(value: str | None) -> list[int] | None:
+    return parse_counts("batch-sizes", value) if value else None
 
 
 def parse_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
@@ -148,7 +154,8 @@ def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str) -> l
     model_attns = names["attn"] if given_attn else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
     return sweep(names["models"], names["phases"], names["precisions"],
                  parse_batch_sizes(get("batch_sizes") or part.get("batch_sizes")), model_attns, size,
-                 BATCH_PICKS[part["batches"]] if "batches" in part else slice(None))
+                 BATCH_PICKS[part["batches"]] if "batches" in part else slice(None), tuple(names["modes"]),
+                 parse_choice("memory-format", get("memory_format") or "contiguous", tuple(MEMORY_FORMATS)))
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,9 @@ def add_options(parser) -> None:
                         help=f"{text}. Comma-separated, or all. Valid: {', '.join(valid)}.{shown}")
     group.addoption("--batch-sizes", default=None, metavar="N,N",
                     help="batch sizes for every model, comma-separated. Default: each model's own for --size")
+    group.addoption("--memory-format", default=None, metavar="FORMAT",
+                    help="contiguous or channels_last: the layout of the convolutional models' weights and "
+                         "images (the others run contiguous). Default: contiguous")
     group.addoption("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
     group.addoption("--size", default=None,
                     help="quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512). "

@@ -49,9 +49,13 @@ def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration:
 
 
 def _label(frame: pd.DataFrame) -> pd.Series:
-    """precision, plus the attention implementation where there is one."""
-    attention = frame["attention"].fillna("").astype(str)
-    return frame["precision"] + np.where(attention != "", " " + attention, "")
+    """precision, plus the attention implementation where there is one, the mode where not eager and the
+    memory format where not contiguous."""
+    label = frame["precision"].astype(str)
+    for column, default in (("attention", ""), ("mode", "eager"), ("memory_format", "contiguous")):
+        value = frame[column].fillna(default).astype(str)
+        label = label + np.where(value != default, " " + value, "")
+    return label
 
 
 def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -69,7 +73,7 @@ def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def amp_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     """Each AMP case's throughput over the same case in fp32."""
     models = ok[ok["kind"] == "model"].assign(attention=lambda f: f["attention"].fillna(""))
-    key = ["model", "phase", "batch", "attention"]
+    key = ["model", "phase", "batch", "attention", "mode", "memory_format"]
     fp32 = models[models["precision"] == "fp32"].set_index(key)["samples_per_s"]
     amp = models[models["precision"].str.startswith("amp_")].set_index(key)
     if amp.empty or fp32.empty:
@@ -85,7 +89,7 @@ def attention_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     rows = ok[ok["attention"].notna()].copy()
     if rows.empty:
         return pd.DataFrame()
-    shape = ["kind", "model", "phase", "precision", "batch", "seqlen", "head_dim", "causal"]
+    shape = ["kind", "model", "phase", "precision", "batch", "seqlen", "head_dim", "causal", "mode", "memory_format"]
     rows[["seqlen", "head_dim"]] = rows[["seqlen", "head_dim"]].astype("Int64")
     rows[shape] = rows[shape].astype(object).fillna("").astype(str)  # empty cells must still group
     naive = rows[rows["attention"] == "naive"].set_index(shape)["median_s"].rename("naive_median_s")
@@ -93,6 +97,21 @@ def attention_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     rows["speedup_vs_naive"] = rows["naive_median_s"] / rows["median_s"]
     columns = [*shape, "attention", "median_ms", "tflops", "speedup_vs_naive"]
     return rows[columns]
+
+
+def compile_speedups(ok: pd.DataFrame) -> pd.DataFrame:
+    """Each compiled (or CUDA-graph) case against the same case run eager: speed-up, and what compiling
+    cost (the first call's time, graph breaks, recompiles)."""
+    models = ok[ok["kind"] == "model"].assign(attention=lambda f: f["attention"].fillna(""))
+    key = ["model", "phase", "precision", "batch", "attention", "memory_format"]
+    eager = models[models["mode"] == "eager"].set_index(key)["median_s"].rename("eager_median_s")
+    compiled = models[models["mode"] != "eager"].join(eager, on=key)
+    if compiled.empty:
+        return pd.DataFrame()
+    compiled["eager_ms"] = compiled["eager_median_s"] * 1e3
+    compiled["speedup_vs_eager"] = compiled["eager_median_s"] / compiled["median_s"]
+    return compiled[[*key, "mode", "median_ms", "eager_ms", "speedup_vs_eager", "compile_s", "graph_breaks",
+                     "recompiles"]].reset_index(drop=True)
 
 
 def _figure_grid(n: int, width: float = 4.2, height: float = 3.2):
@@ -224,6 +243,8 @@ def memory_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
 def speedup_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
     return [
         Section("AMP speed-up over fp32", amp_speedups(ok)),
+        *([Section("Execution modes: speed-up over eager, compile time (first call, s), graph breaks, recompiles",
+                   compile_speedups(ok))] if (ok["mode"].fillna("eager") != "eager").any() else []),
         Section("Attention implementations: time, TFLOP/s and speed-up over naive", attention_speedups(ok),
                 _saved(plot_attention(ok), plots / "attention_tflops_vs_seqlen.png")),
     ]

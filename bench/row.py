@@ -22,7 +22,7 @@ COLUMNS = [
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
     "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
-    "instructions",
+    "instructions", "mode", "memory_format", "compile_s", "graph_breaks", "recompiles",
 ]
 
 
@@ -91,6 +91,11 @@ class Row:
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None
     instructions: float | None = None  # callgrind's instructions per step (--instructions), instead of rounds
+    mode: str | None = None  # eager, compile, ... (model cases)
+    memory_format: str | None = None  # contiguous or channels_last (model cases)
+    compile_s: float | None = None  # compiled modes: the first call (tracing, compiling, one step)
+    graph_breaks: int | None = None  # compiled modes: dynamo's graph breaks in the first call's compile
+    recompiles: int | None = None  # compiled modes: frames compiled again after the first call
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:

@@ -148,6 +148,9 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
     if written_before_kind:  # the micro-benchmark's rows then had "attention" as their model
         frame["kind"] = np.where(frame["model"] == "attention", "attention", "model")
         frame["model"] = frame["model"].where(frame["kind"] == "model")
+    model_rows = frame["kind"] == "model"  # runs from before the mode and memory format axes ran eager, contiguous
+    for column, default in (("mode", "eager"), ("memory_format", "contiguous")):
+        frame[column] = frame[column].astype(object).where(~model_rows | frame[column].notna(), default)
     return frame
 
 

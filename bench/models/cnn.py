@@ -38,4 +38,5 @@ SPEC = ModelSpec(
     build=lambda size, attn: SimpleCNN(),
     batch=image_batch({"quick": 32, "full": 32}, 10),  # the FC layer fixes 32x32 inputs
     batch_sizes={"quick": (8, 32), "full": (128, 512)},
+    convolutional=True,
 )

@@ -40,6 +40,7 @@ class ModelSpec:
     causal: bool = False
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     analytic_flops: Callable[[nn.Module, Batch], dict[str, int]] | None = field(default=None)
+    convolutional: bool = False  # a CNN, which can run channels_last
 
     @property
     def has_attention(self) -> bool:

@@ -26,6 +26,6 @@ def torchvision_builder(name: str):
 
 SPECS = [
     ModelSpec(name=name, build=torchvision_builder(name), batch=image_batch(RESOLUTION, 1000),
-              batch_sizes=BATCH_SIZES)
+              batch_sizes=BATCH_SIZES, convolutional=not name.startswith("vit"))
     for name in ("resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")
 ]
