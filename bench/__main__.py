@@ -1,4 +1,4 @@
-"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate, ab, validate} ..."""
+"""archbench's command line: python -m bench {report, tensorboard, calibrate, compare, gate, ab, scale, validate} ..."""
 
 from __future__ import annotations
 
@@ -88,6 +88,49 @@ def _ab(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    import signal
+
+    from bench.attention import ATTENTION
+    from bench.cases import sweep
+    from bench.models import MODELS, SIZES
+    from bench.options import OptionError, parse_batch_sizes, parse_choice, parse_counts, parse_names, resolve_device
+    from bench.precision import PRECISIONS
+    from bench.report import write_report
+    from bench.rundir import RunDir, default_run_id
+    from bench.scale import Launch, rendezvous, scale
+    from bench.scale_worker import STRATEGIES
+
+    try:
+        device = resolve_device(args.device)
+        cases = sweep(parse_names("models", args.models, tuple(MODELS)), ["step"],
+                      parse_names("precisions", args.precisions, tuple(PRECISIONS)),
+                      parse_batch_sizes(args.batch_sizes), parse_names("attn", args.attn, tuple(ATTENTION)),
+                      parse_choice("size", args.size, SIZES), default_batches=slice(0, 1))
+        nprocs = parse_counts("nproc", args.nproc)
+        nnodes = parse_counts("nnodes", args.nnodes)[0] if args.nnodes else None
+        strategies = parse_names("strategies", args.strategies, tuple(STRATEGIES))
+    except OptionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # A cancelled job sends SIGTERM: exit through the clean-up, which stops every rank of the world size.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    run_dir = RunDir.create(args.reports_dir, args.run_id or default_run_id(), bool(args.run_id))
+    launch = Launch(device.type, args.max_time, args.min_rounds, args.timeout,
+                    rendezvous(nnodes, args.rdzv_endpoint, args.rdzv_id))
+    rows = scale(cases, strategies, nprocs, run_dir, launch, log=lambda line: print(line, file=sys.stderr, flush=True))
+    for row in rows:
+        figures = (f"{row.global_samples_per_s:.4g} samples/s"
+                   + (f", efficiency {row.scaling_efficiency:.0%}" if row.scaling_efficiency is not None else "")
+                   if row.status == "ok" else f"{row.status}: {row.reason}")
+        print(f"{row.case_id}: {figures}")
+    try:
+        print(f"report: {write_report(run_dir.path)}")
+    except Exception as err:  # the rows are on disk; say why the report is missing
+        print(f"report not written: {type(err).__name__}: {err}", file=sys.stderr)
+    return 0 if all(row.status == "ok" for row in rows) else 1
+
+
 def _validate(args: argparse.Namespace) -> int:
     from bench import validate
     from bench.models import SIZES
@@ -173,6 +216,33 @@ def main(argv: list[str] | None = None) -> int:
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
     paired.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")
     paired.set_defaults(handler=_ab)
+
+    scaling = commands.add_parser(
+        "scale", help="data-parallel scaling: the training step under torchrun at each world size",
+        description="Runs `torchrun --nproc-per-node N` (standalone, or the rendezvous given) for each N, DDP "
+                    "(or FSDP2) over NCCL on GPUs or gloo on CPUs; rows with global samples/s and scaling "
+                    "efficiency go to a run folder. Exit 0: every case ran; 1: a world size failed (its rows say "
+                    "which rank and why); 2: unusable input.")
+    scaling.add_argument("--nproc", default="1,2", help="world sizes (processes per node), comma-separated "
+                                                        "(default 1,2)")
+    scaling.add_argument("--models", default="cnn,encoder", help="models (default cnn,encoder)")
+    scaling.add_argument("--precisions", default="fp32", help="precisions (default fp32)")
+    scaling.add_argument("--batch-sizes", default=None, help="per-rank batch sizes (default: each model's smaller)")
+    scaling.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
+    scaling.add_argument("--size", default="quick", help="quick (default) or full")
+    scaling.add_argument("--strategies", default="ddp", help="ddp and/or fsdp (FSDP2's fully_shard); default ddp")
+    scaling.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    scaling.add_argument("--max-time", type=float, default=1.0, help="seconds of timed rounds per case (default 1)")
+    scaling.add_argument("--min-rounds", type=int, default=5, help="at least this many rounds (default 5)")
+    scaling.add_argument("--timeout", type=float, default=1800.0,
+                         help="seconds one world size may take, all its cases (default 1800)")
+    scaling.add_argument("--nnodes", default=None, help="nodes taking part (torchrun's --nnodes; with "
+                                                        "--rdzv-endpoint)")
+    scaling.add_argument("--rdzv-endpoint", default=None, help="torchrun's rendezvous host:port (c10d)")
+    scaling.add_argument("--rdzv-id", default=None, help="torchrun's rendezvous id, the same on every node")
+    scaling.add_argument("--run-id", default=None, help="the run folder's name (default: timestamp-host)")
+    scaling.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where run folders go")
+    scaling.set_defaults(handler=_scale)
 
     validate = commands.add_parser("validate", help="a machine's first run: GPU tests, timers, kernel against "
                                    "SDPA, the GPU preset's sweep, A/A gate, profile; every stage logged into --out")

@@ -170,6 +170,37 @@ def plot_attention(ok: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def scaling_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """python -m bench scale's rows: global throughput and efficiency by model, strategy and world size."""
+    rows = ok[ok["world_size"].notna()]
+    columns = ["model", "strategy", "precision", "batch", "world_size", "median_ms", "global_samples_per_s",
+               "scaling_efficiency", "rank_medians_s"]
+    return rows[columns].sort_values(["model", "strategy", "precision", "batch", "world_size"]).reset_index(drop=True)
+
+
+def plot_scaling(table: pd.DataFrame) -> plt.Figure | None:
+    """A panel per model: global samples/s over world size (a line per strategy, precision and batch), and
+    the scaling efficiency on the right-hand axis, dashed."""
+    if table.empty:
+        return None
+    fig, axes = _figure_grid(table["model"].nunique())
+    for ax, (model, rows) in zip(axes, table.groupby("model", sort=False), strict=False):
+        right = ax.twinx()
+        for (strategy, precision, batch), line in rows.groupby(["strategy", "precision", "batch"], sort=False):
+            label = f"{strategy} {precision} b{batch}"
+            drawn, = ax.plot(line["world_size"], line["global_samples_per_s"], marker="o", label=label)
+            right.plot(line["world_size"], line["scaling_efficiency"] * 100, linestyle="--", marker="x",
+                       color=drawn.get_color())
+        ax.set_title(model)
+        _log2_ticks(ax, rows["world_size"])
+        ax.set_xlabel("world size (processes)")
+        ax.set_ylabel("global samples/s (solid)")
+        right.set_ylabel("scaling efficiency % (dashed)")
+        right.set_ylim(0, 110)
+        ax.legend(fontsize=6)
+    return fig
+
+
 def profile_breakdowns(run_dir: Path) -> pd.DataFrame:
     """Category shares of every profiled case, one row per case."""
     shares = load_breakdowns(run_dir)
@@ -263,6 +294,14 @@ def profile_sections(run_dir: RunDir, plots: Path) -> list[Section]:
                        links=links)] if links else [])]
 
 
+def scaling_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
+    table = scaling_table(ok)
+    if table.empty:
+        return []
+    return [Section("Data-parallel scaling (torchrun): global samples/s and efficiency against one process", table,
+                    _saved(plot_scaling(table), plots / "scaling.png"))]
+
+
 def instruction_sections(ok: pd.DataFrame) -> list[Section]:
     """An --instructions run's one figure per case: callgrind's instructions per step (nothing is timed)."""
     counted = ok[ok["instructions"].notna()] if "instructions" in ok else ok.iloc[:0]
@@ -315,10 +354,11 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     calibration = load_calibration(run_dir.path)
     frame = recompute(results, rounds, calibration)
     ok = frame[frame["status"] == "ok"]
+    one_process = ok[ok["world_size"].isna()]  # scale's rows have a section of their own
     run_dir.plots_dir.mkdir(exist_ok=True)
-    sections = [*throughput_sections(ok, run_dir.plots_dir), *memory_sections(ok, run_dir.plots_dir),
-                *speedup_sections(ok, run_dir.plots_dir), *profile_sections(run_dir, run_dir.plots_dir),
-                *instruction_sections(ok), *health_sections(frame, ok)]
+    sections = [*throughput_sections(one_process, run_dir.plots_dir), *memory_sections(one_process, run_dir.plots_dir),
+                *speedup_sections(one_process, run_dir.plots_dir), *scaling_sections(ok, run_dir.plots_dir),
+                *profile_sections(run_dir, run_dir.plots_dir), *instruction_sections(ok), *health_sections(frame, ok)]
     log_scalars(ok, run_dir.tb_dir)
     peaks = calibration.get("matmul_tflops", {})
     intro = (f"Run {run_dir.run_id}: {len(frame)} cases, {len(ok)} ok, on {results['device_name'].iloc[0]}. "

@@ -23,6 +23,7 @@ COLUMNS = [
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
     "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
     "instructions", "mode", "memory_format", "compile_s", "graph_breaks", "recompiles",
+    "world_size", "backend", "strategy", "global_samples_per_s", "scaling_efficiency", "rank_medians_s",
 ]
 
 
@@ -96,6 +97,12 @@ class Row:
     compile_s: float | None = None  # compiled modes: the first call (tracing, compiling, one step)
     graph_breaks: int | None = None  # compiled modes: dynamo's graph breaks in the first call's compile
     recompiles: int | None = None  # compiled modes: frames compiled again after the first call
+    world_size: int | None = None  # python -m bench scale: processes (ranks) the step ran on
+    backend: str | None = None  # nccl or gloo
+    strategy: str | None = None  # ddp or fsdp
+    global_samples_per_s: float | None = None  # all ranks together, at rank 0's median
+    scaling_efficiency: float | None = None  # global samples/s over world_size times that with one process
+    rank_medians_s: str | None = None  # every rank's median, ';'-separated, rank 0 first
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:
