@@ -117,7 +117,8 @@ def _scale(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_dir = RunDir.create(args.reports_dir, args.run_id or default_run_id(), bool(args.run_id))
     launch = Launch(device.type, args.max_time, args.min_rounds, args.timeout,
-                    rendezvous(nnodes, args.rdzv_endpoint, args.rdzv_id))
+                    rendezvous(nnodes, args.rdzv_endpoint, args.rdzv_id),
+                    run_dir.traces_dir if args.profile else None)
     rows = scale(cases, strategies, nprocs, run_dir, launch, log=lambda line: print(line, file=sys.stderr, flush=True))
     for row in rows:
         figures = (f"{row.global_samples_per_s:.4g} samples/s"
@@ -240,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         "--rdzv-endpoint)")
     scaling.add_argument("--rdzv-endpoint", default=None, help="torchrun's rendezvous host:port (c10d)")
     scaling.add_argument("--rdzv-id", default=None, help="torchrun's rendezvous id, the same on every node")
+    scaling.add_argument("--profile", action="store_true",
+                         help="rank 0 profiles three more steps of each case into traces/<case-id>/; the row "
+                              "gets the collectives' share of its self time")
     scaling.add_argument("--run-id", default=None, help="the run folder's name (default: timestamp-host)")
     scaling.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where run folders go")
     scaling.set_defaults(handler=_scale)

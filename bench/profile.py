@@ -15,6 +15,8 @@ from bench.harness import WORKLOADS, cudnn_benchmark
 # Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
 # plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.
 CATEGORIES = [
+    ("communication", r"c10d::|nccl|gloo|allreduce|all_reduce|allgather|all_gather|reduce_scatter|"
+                      r"record_param_comms"),  # data-parallel collectives (python -m bench scale)
     ("attention", r"attention|attn|flash|fmha|softmax|sdpa"),
     ("matmul/conv", r"\bmm\b|bmm|addmm|matmul|linear|conv|gemm|cutlass|xmma|wgmma|sm\d\d_|mkldnn|onednn|"
                     r"_lstm|_gru|rnn"),
@@ -56,22 +58,28 @@ def breakdown(operators: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("share", ascending=False).reset_index()
 
 
-def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int = 3,
-                 with_stack: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Profile `active_steps` rounds of a case, its trace written into trace_dir; returns the self time
-    per operator and the breakdown by category."""
-    work = WORKLOADS[type(case)](case, device)
+def profile_steps(step, device: torch.device, trace_dir: Path, name: str, active_steps: int = 3,
+                  with_stack: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profile `active_steps` calls of `step` (after one to skip and one to warm up), the trace written into
+    trace_dir under `name`; returns the self time per operator and the breakdown by category."""
     on_gpu = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     trace_dir.mkdir(parents=True, exist_ok=True)
     steps = schedule(wait=1, warmup=1, active=active_steps)
     with cudnn_benchmark(on_gpu), profile(  # cuDNN's algorithm choice as in the timed pass
             activities=activities, schedule=steps, record_shapes=True, profile_memory=True, with_stack=with_stack,
-            on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=case.id)) as prof:
+            on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=name)) as prof:
         for _ in range(2 + active_steps):
-            work.step()
+            step()
             if on_gpu:
                 torch.cuda.synchronize(device)
             prof.step()
     operators = operator_times(prof, on_gpu)
     return operators, breakdown(operators)
+
+
+def profile_case(case, device: torch.device, trace_dir: Path, active_steps: int = 3,
+                 with_stack: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profile `active_steps` rounds of a case, its trace written into trace_dir."""
+    work = WORKLOADS[type(case)](case, device)
+    return profile_steps(work.step, device, trace_dir, case.id, active_steps, with_stack)

@@ -48,10 +48,18 @@ def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration:
     return frame
 
 
+def _axes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its mode and memory format, eager and contiguous where it has none (runs written
+    before those axes, the micro-benchmark)."""
+    defaults = {"mode": "eager", "memory_format": "contiguous"}
+    return frame.assign(**{column: frame[column].fillna(value) if column in frame else value
+                           for column, value in defaults.items()})
+
+
 def _label(frame: pd.DataFrame) -> pd.Series:
     """precision, plus the attention implementation where there is one, the mode where not eager and the
     memory format where not contiguous."""
-    label = frame["precision"].astype(str)
+    frame, label = _axes(frame), frame["precision"].astype(str)
     for column, default in (("attention", ""), ("mode", "eager"), ("memory_format", "contiguous")):
         value = frame[column].fillna(default).astype(str)
         label = label + np.where(value != default, " " + value, "")
@@ -72,7 +80,7 @@ def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def amp_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     """Each AMP case's throughput over the same case in fp32."""
-    models = ok[ok["kind"] == "model"].assign(attention=lambda f: f["attention"].fillna(""))
+    models = _axes(ok[ok["kind"] == "model"]).assign(attention=lambda f: f["attention"].fillna(""))
     key = ["model", "phase", "batch", "attention", "mode", "memory_format"]
     fp32 = models[models["precision"] == "fp32"].set_index(key)["samples_per_s"]
     amp = models[models["precision"].str.startswith("amp_")].set_index(key)
@@ -86,10 +94,10 @@ def amp_speedups(ok: pd.DataFrame) -> pd.DataFrame:
 def attention_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     """Every attention implementation's time, TFLOP/s and speed-up over naive, in the models and the
     micro-benchmark alike."""
-    rows = ok[ok["attention"].notna()].copy()
+    rows = _axes(ok[ok["attention"].notna()])
     if rows.empty:
         return pd.DataFrame()
-    shape = ["kind", "model", "phase", "precision", "batch", "seqlen", "head_dim", "causal", "mode", "memory_format"]
+    shape = ["kind", "model", "phase", "precision", "batch", "seqlen", "head_dim", "causal", "mode"]
     rows[["seqlen", "head_dim"]] = rows[["seqlen", "head_dim"]].astype("Int64")
     rows[shape] = rows[shape].astype(object).fillna("").astype(str)  # empty cells must still group
     naive = rows[rows["attention"] == "naive"].set_index(shape)["median_s"].rename("naive_median_s")
@@ -102,7 +110,7 @@ def attention_speedups(ok: pd.DataFrame) -> pd.DataFrame:
 def compile_speedups(ok: pd.DataFrame) -> pd.DataFrame:
     """Each compiled (or CUDA-graph) case against the same case run eager: speed-up, and what compiling
     cost (the first call's time, graph breaks, recompiles)."""
-    models = ok[ok["kind"] == "model"].assign(attention=lambda f: f["attention"].fillna(""))
+    models = _axes(ok[ok["kind"] == "model"]).assign(attention=lambda f: f["attention"].fillna(""))
     key = ["model", "phase", "precision", "batch", "attention", "memory_format"]
     eager = models[models["mode"] == "eager"].set_index(key)["median_s"].rename("eager_median_s")
     compiled = models[models["mode"] != "eager"].join(eager, on=key)
@@ -174,7 +182,7 @@ def scaling_table(ok: pd.DataFrame) -> pd.DataFrame:
     """python -m bench scale's rows: global throughput and efficiency by model, strategy and world size."""
     rows = ok[ok["world_size"].notna()]
     columns = ["model", "strategy", "precision", "batch", "world_size", "median_ms", "global_samples_per_s",
-               "scaling_efficiency", "rank_medians_s"]
+               "scaling_efficiency", "communication_share", "rank_medians_s"]
     return rows[columns].sort_values(["model", "strategy", "precision", "batch", "world_size"]).reset_index(drop=True)
 
 
@@ -275,7 +283,7 @@ def speedup_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
     return [
         Section("AMP speed-up over fp32", amp_speedups(ok)),
         *([Section("Execution modes: speed-up over eager, compile time (first call, s), graph breaks, recompiles",
-                   compile_speedups(ok))] if (ok["mode"].fillna("eager") != "eager").any() else []),
+                   compile_speedups(ok))] if (_axes(ok)["mode"] != "eager").any() else []),
         Section("Attention implementations: time, TFLOP/s and speed-up over naive", attention_speedups(ok),
                 _saved(plot_attention(ok), plots / "attention_tflops_vs_seqlen.png")),
     ]

@@ -43,6 +43,7 @@ class Launch:
     min_rounds: int = 5
     timeout_s: float = 1800.0  # for one world size, every case included
     rendezvous: tuple[str, ...] = ("--standalone",)
+    profile_dir: Path | None = None  # rank 0 profiles each case into traces/ there
 
     @property
     def nodes(self) -> int:
@@ -53,7 +54,8 @@ class Launch:
     def command(self, nproc: int, cases: Path, out: Path) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", *self.rendezvous, "--nproc-per-node", str(nproc),
                 "--max-restarts", "0", "-m", "bench.scale_worker", "--cases", str(cases), "--out", str(out),
-                "--device", self.device, "--max-time", str(self.max_time), "--min-rounds", str(self.min_rounds)]
+                "--device", self.device, "--max-time", str(self.max_time), "--min-rounds", str(self.min_rounds),
+                *(["--profile-dir", str(self.profile_dir)] if self.profile_dir else [])]
 
 
 def rendezvous(nnodes: int | None, endpoint: str | None, rdzv_id: str | None) -> tuple[str, ...]:
@@ -174,4 +176,5 @@ def _timed(row: Row, record: dict, single: dict[str, float]) -> Row:
     if row.world_size == 1:
         single[key] = global_rate
     efficiency = global_rate / (row.world_size * single[key]) if key in single else None
-    return row.but(global_samples_per_s=global_rate, scaling_efficiency=efficiency)
+    return row.but(global_samples_per_s=global_rate, scaling_efficiency=efficiency,
+                   communication_share=record.get("communication_share"))

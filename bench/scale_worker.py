@@ -8,6 +8,7 @@ writes that rank's error beside the results and ends the run: the other ranks wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from bench.cases import Case
 from bench.harness import make_step
 from bench.models import MODELS
 from bench.precision import PRECISIONS
+from bench.profile import profile_steps
 from bench.rundir import atomic_write
 
 
@@ -45,6 +47,7 @@ def fsdp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 STRATEGIES: dict[str, Callable[[nn.Module, torch.device], nn.Module]] = {"ddp": ddp, "fsdp": fsdp}
+PROFILED_STEPS = 3
 
 
 def error_file(out: Path, rank: int) -> Path:
@@ -53,8 +56,10 @@ def error_file(out: Path, rank: int) -> Path:
 
 
 def time_case(case: Case, strategy: str, device: torch.device, max_time: float, min_rounds: int,
-              warmup_rounds: int) -> dict:
-    """Warm up and time one case's step on every rank; rank 0's rounds and every rank's median."""
+              warmup_rounds: int, profile_dir: Path | None = None) -> dict:
+    """Warm up and time one case's step on every rank; rank 0's rounds and every rank's median. With
+    `profile_dir`, every rank then runs a few more steps, which rank 0 profiles: its trace goes there, and
+    the collectives' share of its self time into the record."""
     rank, world = dist.get_rank(), dist.get_world_size()
     spec = MODELS[case.model]
     torch.manual_seed(0)  # the same weights everywhere (DDP would broadcast rank 0's in any case)
@@ -77,8 +82,19 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
     times = [timed_round() for _ in range(rounds[0])]
     medians: list[float | None] = [None] * world
     dist.all_gather_object(medians, float(np.median(times)))
-    return {"case": case.__dict__, "strategy": strategy, "rounds_s": times, "rank_medians_s": medians,
-            "warmup_rounds": warmup_rounds}
+    record = {"case": dataclasses.asdict(case), "strategy": strategy, "rounds_s": times, "rank_medians_s": medians,
+              "warmup_rounds": warmup_rounds}
+    if profile_dir is not None:
+        name = f"{case.id}-{strategy}-w{world}"
+        if rank == 0:
+            operators, shares = profile_steps(timed_round, device, profile_dir / name, name, PROFILED_STEPS)
+            atomic_write(profile_dir / name / "operators.csv", operators.to_csv(index=False))
+            atomic_write(profile_dir / name / "breakdown.csv", shares.to_csv(index=False))
+            record["communication_share"] = float(shares.set_index("category")["share"].get("communication", 0.0))
+        else:
+            for _ in range(2 + PROFILED_STEPS):  # the same steps as rank 0's profiled ones: their collectives
+                timed_round()
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-time", type=float, default=1.0)
     parser.add_argument("--min-rounds", type=int, default=5)
     parser.add_argument("--warmup-rounds", type=int, default=3)
+    parser.add_argument("--profile-dir", type=Path, default=None, help="profile each case into this folder")
     parser.add_argument("--collective-timeout", type=float, default=300.0,
                         help="seconds a collective may wait for a rank before failing")
     args = parser.parse_args(argv)
@@ -103,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         for spec in json.loads(args.cases.read_text()):
             case = Case(**spec["case"])
             try:
-                record = time_case(case, spec["strategy"], device, args.max_time, args.min_rounds, args.warmup_rounds)
+                record = time_case(case, spec["strategy"], device, args.max_time, args.min_rounds, args.warmup_rounds,
+                                   args.profile_dir)
             except Exception as err:
                 detail = (str(err).strip().splitlines() or [""])[0][:200]
                 atomic_write(error_file(args.out, rank), f"{type(err).__name__}: {detail}\n")

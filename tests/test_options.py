@@ -20,7 +20,8 @@ from bench.options import (
 from bench.rundir import REPORTS_DIR
 
 VALID = ("cnn", "lstm", "encoder")
-DEFAULTS = {"models": None, "phases": None, "precisions": None, "attn": None, "batch_sizes": None, "preset": None,
+DEFAULTS = {"models": None, "phases": None, "precisions": None, "attn": None, "modes": None, "memory_format": None,
+            "batch_sizes": None, "preset": None,
             "device": "cpu", "size": None, "run_id": None, "reports_dir": None, "benchmark_max_time": "1.0",
             "benchmark_min_rounds": 5, "profile": False, "profile_steps": 3, "profile_stacks": False,
             "instructions": False}
@@ -125,7 +126,13 @@ HELP = """\
   --attn=NAMES          attention implementations; default naive,sdpa in the model sweep, all in the attention
                         micro-benchmark. Comma-separated, or all. Valid: naive, sdpa, sdpa_flash, sdpa_efficient,
                         sdpa_cudnn, sdpa_math, triton, triton_1pass.
+  --modes=NAMES         execution modes of the model sweep: eager, torch.compile (inductor's default or max-autotune
+                        mode), or CUDA graphs (torch.compile's reduce-overhead; CUDA only). Comma-separated, or all.
+                        Valid: eager, compile, compile-max-autotune, cudagraphs. Default: eager
   --batch-sizes=N,N     batch sizes for every model, comma-separated. Default: each model's own for --size
+  --memory-format=FORMAT
+                        contiguous or channels_last: the layout of the convolutional models' weights and images (the
+                        others run contiguous). Default: contiguous
   --device=DEVICE       auto (cuda if available, else cpu), cpu or cuda
   --size=SIZE           quick (small inputs, a CPU sweep in minutes) or full (224px images, seq 512). Default: quick, or
                         the preset's
@@ -160,8 +167,9 @@ def test_option_defaults_as_pytest_parses_them(capsys):
     pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_plotting.py"], plugins=[Capture()])
     capsys.readouterr()
     # list options, --size and --preset are None until SweepOptions resolves them (a preset's, else the default)
-    assert seen == {"models": None, "phases": None, "precisions": None, "attn": None, "preset": None,
-                    "batch_sizes": None, "device": "auto", "size": None, "run_id": None, "reports_dir": None,
+    assert seen == {"models": None, "phases": None, "precisions": None, "attn": None, "modes": None,
+                    "memory_format": None, "preset": None, "batch_sizes": None, "device": "auto", "size": None,
+                    "run_id": None, "reports_dir": None,
                     "profile": False, "profile_steps": 3, "profile_stacks": False,
                     "instructions": False}
 

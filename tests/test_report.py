@@ -122,10 +122,10 @@ def test_amp_and_attention_speedups(run_dir):
     assert len(amp) == 1 and amp[0][0] == "cnn" and float(amp[0][-1]) == pytest.approx(2.0)
     heading = "Attention implementations: time, TFLOP/s and speed-up over naive"
     attention = [cells(r) for r in table_after(markdown, heading)]
-    speedups = {(r[0], r[1], r[8]): float(r[-1]) for r in attention}
+    speedups = {(r[0], r[1], r[9]): float(r[-1]) for r in attention}  # r[8]: the mode
     assert speedups == {("model", "encoder", "naive"): 1.0, ("model", "encoder", "sdpa"): pytest.approx(2.0),
                         ("attention", "", "naive"): 1.0, ("attention", "", "sdpa"): pytest.approx(4.0)}
-    tflops = {(r[0], r[1], r[8]): float(r[10]) for r in attention}
+    tflops = {(r[0], r[1], r[9]): float(r[11]) for r in attention}
     assert tflops[("attention", "", "sdpa")] == pytest.approx(4e9 / 0.001 / 1e12)
 
 

@@ -45,7 +45,7 @@ def workers() -> list[int]:
 def two_ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scale")
     done = subprocess.run(scale_command(tmp, "--nproc", "1,2", "--models", "cnn,encoder", "--batch-sizes", "2",
-                                        "--max-time", "0.2", "--min-rounds", "3"),
+                                        "--max-time", "0.2", "--min-rounds", "3", "--profile"),
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     return done, tmp / "scale"
 
@@ -74,6 +74,16 @@ def test_global_throughput_and_efficiency_come_from_the_medians(two_ranks):
         assert results.loc[f"{model}-ddp-w2", "global_samples_per_s"] == pytest.approx(two)
         assert results.loc[f"{model}-ddp-w1", "scaling_efficiency"] == pytest.approx(1.0)
         assert results.loc[f"{model}-ddp-w2", "scaling_efficiency"] == pytest.approx(two / (2 * one))
+
+
+def test_with_profile_rank_0_leaves_a_trace_and_the_collectives_share(two_ranks):
+    _, run = two_ranks
+    results = load_results(run).set_index("case_id")
+    for case in ("cnn-step-fp32-b2-ddp-w2", "encoder-step-fp32-b2-sdpa-ddp-w2"):
+        assert 0 < results.loc[case, "communication_share"] < 1
+        assert list((run / "traces" / case).glob("*.pt.trace.json"))
+        breakdown = pd.read_csv(run / "traces" / case / "breakdown.csv").set_index("category")["share"]
+        assert breakdown["communication"] == pytest.approx(results.loc[case, "communication_share"])
 
 
 def test_the_report_has_the_scaling_table_and_plot(two_ranks):
