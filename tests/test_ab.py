@@ -199,12 +199,14 @@ def test_a_terminated_ab_leaves_no_sweep_and_no_worktree_behind(two_revisions, t
                                    "--python-b", str(fake), "--out", str(tmp_path / "out")],
                                   cwd=two_revisions, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                   stderr=subprocess.PIPE, text=True)
-    assert ab_process.stderr.readline().startswith("ab: pair 1/10")
-    deadline = time.monotonic() + 10
-    while len(sleepers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(sleepers()) == 2
-    ab_process.terminate()
+    try:
+        assert ab_process.stderr.readline().startswith(f"ab: pair 1/{DEFAULT_PAIRS} ")
+        deadline = time.monotonic() + 10
+        while len(sleepers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(sleepers()) == 2
+    finally:
+        ab_process.terminate()
     assert ab_process.wait(timeout=10) == 128 + signal.SIGTERM
     assert sleepers() == []
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,

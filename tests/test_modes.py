@@ -86,7 +86,7 @@ def test_a_compiled_case_times_its_first_call_apart_and_counts_the_eager_flops(b
     row = run_case(Case("cnn", phase, "fp32", 2, mode="compile"), benchmark, FAST)
     assert row.status == "ok", row.reason
     assert row.case_id == f"cnn-{phase}-fp32-b2-compile" and row.mode == "compile"
-    assert row.compile_s > 20 * row.figures["median_s"]  # tracing and compiling, not one step
+    assert row.compile_s > max(row.rounds_s)  # compiling happened in the first call, in none of the timed rounds
     assert (row.graph_breaks, row.recompiles) == (0, 0)
     assert row.flops == model_workload(Case("cnn", phase, "fp32", 2), CPU).flops() > 0
 
