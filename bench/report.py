@@ -14,7 +14,7 @@ import pandas as pd
 from bench.calibrate import peak_tflops
 from bench.htmlpage import page, table_html
 from bench.plotting import plt, save
-from bench.row import ENVIRONMENT, rates, timing_stats
+from bench.row import DEFAULT_AXES, ENVIRONMENT, rates, timing_stats
 from bench.rundir import (
     REPORTS_DIR,
     RunDir,
@@ -51,16 +51,15 @@ def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration:
 def _axes(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its mode and memory format, eager and contiguous where it has none (runs written
     before those axes, the micro-benchmark)."""
-    defaults = {"mode": "eager", "memory_format": "contiguous"}
     return frame.assign(**{column: frame[column].fillna(value) if column in frame else value
-                           for column, value in defaults.items()})
+                           for column, value in DEFAULT_AXES.items()})
 
 
 def _label(frame: pd.DataFrame) -> pd.Series:
     """precision, plus the attention implementation where there is one, the mode where not eager and the
     memory format where not contiguous."""
     frame, label = _axes(frame), frame["precision"].astype(str)
-    for column, default in (("attention", ""), ("mode", "eager"), ("memory_format", "contiguous")):
+    for column, default in {"attention": "", **DEFAULT_AXES}.items():
         value = frame[column].fillna(default).astype(str)
         label = label + np.where(value != default, " " + value, "")
     return label

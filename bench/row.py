@@ -28,6 +28,11 @@ COLUMNS = [
 ]
 
 
+# What a row without the mode and memory-format columns ran (results from before them; the attention
+# micro-benchmark).
+DEFAULT_AXES = {"mode": "eager", "memory_format": "contiguous"}
+
+
 def timing_stats(rounds_s: Sequence[float]) -> dict[str, float]:
     """Median, IQR (numpy's linear quartiles), min, mean, sample standard deviation and count of raw
     rounds, in seconds."""

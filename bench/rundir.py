@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.row import COLUMNS, Row
+from bench.row import COLUMNS, DEFAULT_AXES, Row
 
 # The default reports folder of pytest and python -m bench alike: reports/ in the working directory (as
 # pytest-benchmark keeps .benchmarks/), so the repository's own when run from its root.
@@ -149,7 +149,7 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
         frame["kind"] = np.where(frame["model"] == "attention", "attention", "model")
         frame["model"] = frame["model"].where(frame["kind"] == "model")
     model_rows = frame["kind"] == "model"  # runs from before the mode and memory format axes ran eager, contiguous
-    for column, default in (("mode", "eager"), ("memory_format", "contiguous")):
+    for column, default in DEFAULT_AXES.items():
         frame[column] = frame[column].astype(object).where(~model_rows | frame[column].notna(), default)
     return frame
 

@@ -158,7 +158,8 @@ def scale(cases: list[Case], strategies: list[str], nprocs: list[int], run_dir: 
                 case_id=f"{case.id}-{strategy}-w{nproc * launch.nodes}", world_size=nproc * launch.nodes,
                 strategy=strategy,
                 backend="nccl" if launch.device == "cuda" else "gloo")
-            row = _timed(row, done[i], single) if i < len(done) else row.but(status="error", reason=why)
+            row = (_timed(row, done[i], single, f"{case.id}-{strategy}") if i < len(done)
+                   else row.but(status="error", reason=why))
             writer.add(row)
             rows.append(row)
         log(f"scale: world size {nproc}: {len(done)} of {len(jobs)} cases ok in {time.monotonic() - start:.0f} s"
@@ -166,13 +167,13 @@ def scale(cases: list[Case], strategies: list[str], nprocs: list[int], run_dir: 
     return rows
 
 
-def _timed(row: Row, record: dict, single: dict[str, float]) -> Row:
-    """A finished case's row: rank 0's rounds, every rank's median, global throughput and efficiency."""
+def _timed(row: Row, record: dict, single: dict[str, float], key: str) -> Row:
+    """A finished case's row: rank 0's rounds, every rank's median, global throughput and efficiency
+    against `single`'s one-process figure for the same case and strategy (`key`)."""
     row = row.but(rounds_s=tuple(record["rounds_s"]), iterations=1, warmup_rounds=record["warmup_rounds"],
                   world_size=len(record["rank_medians_s"]),  # every node's ranks, where there are several
                   rank_medians_s=";".join(f"{m:.6g}" for m in record["rank_medians_s"]))
     global_rate = row.world_size * row.batch / float(np.median(row.rounds_s))
-    key = f"{row.case_id.rsplit('-w', 1)[0]}"
     if row.world_size == 1:
         single[key] = global_rate
     efficiency = global_rate / (row.world_size * single[key]) if key in single else None
