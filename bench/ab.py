@@ -163,9 +163,11 @@ class ABRun:
         procs: dict[str, subprocess.Popen] = {}
         try:
             for side in SIDES:
+                # --reports-dir=PATH, one argument: pytest reads a separate value of an option it does not know
+                # yet as a path and loads the conftest.py above it, the checkout's beside the worktree's.
                 command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
-                           "--benchmark-only", "-q", "-p", "no:cacheprovider", "--run-id", run_ids[side],
-                           "--reports-dir", str(self.out)]
+                           "--benchmark-only", "-q", "-p", "no:cacheprovider", f"--run-id={run_ids[side]}",
+                           f"--reports-dir={self.out}"]
                 env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
                 passed: tuple[int, ...] = ()
                 if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
@@ -278,6 +280,7 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
     into `out`, judge every case, confirm the slower ones (timing), or judge their instruction counts
     (`instructions`). `pairs` and `threshold` default by mode."""
     repo = repo or Path.cwd()
+    out = out.resolve()  # each side's sweep runs in its own worktree: a relative folder would land there
     pairs = (INSTRUCTION_PAIRS if instructions else DEFAULT_PAIRS) if pairs is None else pairs
     threshold = (INSTRUCTION_THRESHOLD if instructions else DEFAULT_THRESHOLD) if threshold is None else threshold
     least = 1 if instructions else 2  # a t interval needs two pairs; a count does not

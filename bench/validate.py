@@ -92,8 +92,10 @@ class Validation:
     def sweep(self, name: str, args: list[str], budget: float) -> int:
         """Run a pytest sweep into runs/<name> (see `pytest`)."""
         size = [] if "--preset" in args else ["--size", self.size]
+        # --reports-dir=PATH, one argument: pytest would take a separate value for a path, and load the
+        # conftest.py files above it
         return self.pytest(name, [*args, "--benchmark-only", "-q", "-p", "no:cacheprovider", "--device",
-                                  self.device.type, *size, "--run-id", name, "--reports-dir", str(self.runs)], budget)
+                                  self.device.type, *size, f"--run-id={name}", f"--reports-dir={self.runs}"], budget)
 
     def pytest(self, name: str, args: list[str], budget: float) -> int:
         """Run pytest, logging to <name>.log; past the budget it gets SIGINT, which ends the session
@@ -376,6 +378,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Validation], str]] = {
 
 def run(out: Path, device: torch.device, size: str, stages: list[str]) -> int:
     """Run the stages in order into `out` (which must be new or empty); exit 0 only if every stage passed."""
+    out = out.resolve()  # the stages' pytest runs start in the repository root, not the working directory
     if out.exists() and any(out.iterdir()):
         raise RunError(f"--out {out}: not empty; validate writes into a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -152,26 +152,35 @@ SWEEP = ["bench/test_models.py", "--models", "cnn,gru", "--phases", "fwd", "--pr
          "--batch-sizes", "2", "--device", "cpu", "--benchmark-max-time", "0.02", "--benchmark-min-rounds", "9"]
 
 
-def test_a_slower_revision_is_confirmed_and_a_broken_case_named(two_revisions, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    lines = []
+def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_case(two_revisions):
+    """`python -m bench ab BASE CANDIDATE -- SWEEP` in the checkout, without --out: the run lands in the
+    checkout's reports/ab-<time>/ (each side's sweep runs in its own worktree, where a relative folder broke it)."""
+    # -P: this checkout's bench (PYTHONPATH), not the clone's in the working directory
     # Two pairs (the fewest) keep the test short; with one degree of freedom the t test needs a loose alpha.
-    result = ab("HEAD~1", "HEAD", SWEEP, tmp_path / "out", pairs=2, alpha=0.2, repo=two_revisions,
-                log=lines.append)
-    verdicts = {v.case: v for v in result.verdicts}
-    assert verdicts["cnn-fwd-fp32-b2"].verdict == "slower" and verdicts["cnn-fwd-fp32-b2"].ratio > 2
-    assert result.confirmed["cnn-fwd-fp32-b2"].verdict == "slower"
-    assert result.broken == {"gru-fwd-fp32-b2": "error: RuntimeError: broken on purpose"} and result.failed
+    command = ["ab", "HEAD~1", "HEAD", "--pairs", "2", "--alpha", "0.2", "--", *SWEEP]
+    done = subprocess.run([sys.executable, "-P", "-m", "bench", *command], cwd=two_revisions, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1, done.stderr
     assert lines[0] == "ab: pair 1/2 (A: HEAD~1; B: HEAD), 0 s elapsed"
     assert lines[1].startswith("ab: pair 2/2 (A: HEAD~1; B: HEAD), ") and "s left" in lines[1]
     assert "confirming with 2 more pairs" in lines[2]
     assert lines[3].startswith("ab: confirm pair 1/2 (A: HEAD~1; B: HEAD)")
-    medians = pd.read_csv(tmp_path / "out" / "medians.csv")
+    [out] = (two_revisions / "reports").glob("ab-*")
+    assert lines[-1] == f"wrote {out.relative_to(two_revisions)}/ab.md, medians.csv and the runs of every process"
+    assert done.stdout == (out / "ab.md").read_text() + "\n"
+    [cnn_row] = [line for line in done.stdout.splitlines() if line.startswith("| `cnn-fwd-fp32-b2` |")]
+    assert cnn_row.startswith("| `cnn-fwd-fp32-b2` | slower | 2 |") and cnn_row.endswith(" | slower |")  # confirmed
+    assert "Broken on B (ok on A; fails):\n- `gru-fwd-fp32-b2`: error: RuntimeError: broken on purpose" in done.stdout
+    assert sorted(p.name for p in out.glob("*-1")) == ["A-1", "B-1", "confirm-A-1", "confirm-B-1"]
+    medians = pd.read_csv(out / "medians.csv")
     assert set(medians["round"]) == {"first", "confirm"}  # 2 pairs x 2 sides each; gru on A only, and only first
     assert medians.groupby("case")["side"].agg("".join).to_dict() == {"cnn-fwd-fp32-b2": "AB" * 4,
                                                                       "gru-fwd-fp32-b2": "AA"}
     assert set(medians.loc[medians["round"] == "confirm", "case"]) == {"cnn-fwd-fp32-b2"}  # the slower case alone
-    assert "| `cnn-fwd-fp32-b2` | slower | 2 |" in (tmp_path / "out" / "ab.md").read_text()
+    cnn = medians[medians["case"] == "cnn-fwd-fp32-b2"].pivot_table(index=["round", "pair"], columns="side",
+                                                                     values="median_s")
+    assert (cnn["B"] > cnn["A"] + 0.09).all()  # each pair sees the 100 ms sleep
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
                                text=True).stdout
     assert len(worktrees.splitlines()) == 1  # both removed
