@@ -250,9 +250,14 @@ def _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, lse_b
         else:
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
-        if ATOMIC_DQ:  # padded keys (zeros) have p = exp2(-lse), inf on very negative rows: keep it out of dQ
+        if ATOMIC_DQ:
+            # A row's dS sums to ~0 over the keys and dQ sums dS * K over them, so a score rounded unlike the
+            # forward's (q @ k^T; k @ q^T may add in another order) shows in dQ: recompute them as it did.
+            p_t = tl.trans(tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None]))
+            # padded keys (zeros) have p = exp2(-lse), inf on very negative rows: keep it out of dQ
             p_t = tl.where(offs_n[:, None] < seqlen_k, p_t, 0.0)
+        else:
+            p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
         if MASK and CAUSAL:
             p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)

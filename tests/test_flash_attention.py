@@ -6,9 +6,11 @@ most a small multiple of the largest error of PyTorch's own attention computed i
 
 import importlib
 
+import numpy as np
 import pytest
 import torch
 import triton
+from triton.runtime import interpreter
 
 from kernels import flash_attention
 
@@ -77,6 +79,31 @@ def test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k
     k = 5.0 + 0.01 * torch.randn(1, 1, seqlen_k, 16, generator=gen, dtype=torch.float64)
     v, grad = torch.randn(1, 1, seqlen_k, 16, generator=gen), torch.randn(1, 1, seqlen_q, 16, generator=gen)
     assert_matches_reference((q, k, v.double()), grad.double(), torch.float32, causal, backward=backward)
+
+
+@pytest.fixture
+def dot_adding_in_its_left_operands_order(monkeypatch):
+    """tl.dot adding its products in an order set by its left operand, as a BLAS kernel may (numpy's OpenBLAS
+    rounds q @ k^T and (k @ q^T)^T apart with its AVX2 kernel, not with its AVX-512 one): the same scores
+    recomputed with the operands swapped then differ in their last bits, on any CPU."""
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        left, right = a.data.astype(np.float32), b.data.astype(np.float32)
+        acc = d.data.astype(np.float32)
+        for i in np.argsort(left.sum(axis=0), kind="stable"):
+            acc = acc + np.outer(left[:, i], right[i])
+        return interpreter.TensorHandle(acc.astype(d.data.dtype), d.dtype.scalar)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k"), [(17, 17), (33, 20)], ids=str)
+def test_single_pass_dq_does_not_depend_on_the_order_a_dot_adds_in(dot_adding_in_its_left_operands_order,
+                                                                   seqlen_q, seqlen_k, causal):
+    """Where every score of a row is about -100 and the keys share a large mean, dQ = dS @ K cancels: a row's
+    dS sums to ~0. The single pass's recomputed probabilities must round as the forward's did, or their
+    difference (~1e-5 relative) reaches dQ 20-30x above PyTorch's own error."""
+    test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, "single_pass")
 
 
 @pytest.fixture
