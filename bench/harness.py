@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import attention, instructions, turns
+from bench import attention, instructions, telemetry, turns
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
@@ -333,7 +333,9 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
                 counted = instructions.count(work.step)
             else:
                 between = {"teardown": turns.handover(case_id, warmup_round)} if turns.active() else {}
+                ticks = telemetry.cpu_ticks()
                 benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0, **between)
+                stolen = telemetry.steal_pct(ticks, telemetry.cpu_ticks())
     after = counters()
     compiling = {"compile_s": first_call_s, "graph_breaks": after_first["graph_breaks"] - before["graph_breaks"],
                  "recompiles": after["frames"] - after_first["frames"]} if work.compiled else {}
@@ -354,7 +356,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
             "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s,
             "iterations": iterations, "warmup_rounds": warmup_rounds, "warmup_s": warmup_s,
-            "event_median_s": float(np.median(events)) if events else None, **compiling}
+            "event_median_s": float(np.median(events)) if events else None, "cpu_steal_pct": stolen, **compiling}
 
 
 @contextlib.contextmanager

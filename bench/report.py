@@ -29,6 +29,7 @@ from bench.rundir import (
 from bench.tracepage import write_trace_pages
 
 NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
+STOLEN_PCT = 5.0  # CPU time the hypervisor gave other guests while a case was timed, in % of all CPUs' time
 
 
 def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration: dict) -> pd.DataFrame:
@@ -319,11 +320,15 @@ def instruction_sections(ok: pd.DataFrame) -> list[Section]:
 
 
 def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
-    """Noisy cases, cases that did not run, and the environment they ran in."""
+    """Noisy cases, cases timed while the hypervisor took CPU time, cases that did not run, and the
+    environment they ran in."""
     noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
+    stolen = ok[ok["cpu_steal_pct"] > STOLEN_PCT][["case_id", "median_ms", "cpu_steal_pct"]]
     environment = frame.iloc[0][[c for c in ENVIRONMENT if c in frame.columns]].fillna("").to_frame("value")
     return [
         Section(f"Noisy cases (IQR above {NOISY_IQR:.0%} of the median)", noisy),
+        Section(f"CPU time stolen (the hypervisor gave other guests over {STOLEN_PCT:.0f} % of it while timed)",
+                stolen),
         Section("Skipped, out-of-memory and failed cases", frame[frame["status"] != "ok"][["case_id", "status",
                                                                                            "reason"]]),
         Section("Environment", environment.reset_index(names="field")),

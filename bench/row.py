@@ -24,7 +24,7 @@ COLUMNS = [
     "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
     "instructions", "mode", "memory_format", "compile_s", "graph_breaks", "recompiles",
     "world_size", "backend", "strategy", "global_samples_per_s", "scaling_efficiency", "rank_medians_s",
-    "communication_share",
+    "communication_share", "cpu_steal_pct",
 ]
 
 
@@ -110,6 +110,7 @@ class Row:
     scaling_efficiency: float | None = None  # global samples/s over world_size times that with one process
     rank_medians_s: str | None = None  # every rank's median, ';'-separated, rank 0 first
     communication_share: float | None = None  # scale --profile: collectives' share of rank 0's profiled self time
+    cpu_steal_pct: float | None = None  # % of all CPUs' time the hypervisor gave other guests while timed
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:

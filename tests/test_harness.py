@@ -311,6 +311,18 @@ def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
     assert all(r >= 0.002 for r in row["rounds_s"])
 
 
+def test_cpu_steal_is_read_just_before_and_after_the_timed_rounds(monkeypatch, benchmark):
+    readings, steps = iter([(100, 1000), (130, 1200)]), []  # 30 of 200 ticks stolen
+    monkeypatch.setattr("bench.telemetry.cpu_ticks", lambda: (steps.append("read"), next(readings))[1])
+    settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=2)
+    fields = measure(lambda: Workload(step=lambda: steps.append("step"), flops=lambda: 0), benchmark, settings)
+    rounds = fields["iterations"] * len(fields["rounds_s"])
+    # the warm-up, a reading, the rounds (and any extra call pytest-benchmark makes), a reading
+    assert steps[:3] == ["step", "step", "read"] and steps[-1] == "read" and steps.count("read") == 2
+    assert steps.count("step") >= 2 + rounds
+    assert fields["cpu_steal_pct"] == pytest.approx(15.0)
+
+
 def busy(seconds: float) -> None:
     """Spin for `seconds` (sleep cannot wait a few microseconds)."""
     end = time.perf_counter() + seconds

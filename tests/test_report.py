@@ -41,6 +41,9 @@ ROUNDS = {
     "attn-fwd-bf16-causal-d64-s128-sdpa": [0.001, 0.001, 0.001],
 }
 
+# CPU time stolen while timed: above the report's 5 %, exactly at it, and (every other case) not read.
+STEAL_PCT = {"encoder-fwd-fp32-b4-sdpa": 12.5, "cnn-fwd-fp32-b8": 5.0}
+
 
 def case_row(case_id: str) -> dict:
     parts = case_id.split("-")
@@ -58,7 +61,7 @@ def run_dir(tmp_path) -> Path:
     run = tmp_path / "fixture-run"
     run.mkdir()
     rows = [{**case_row(case), "status": "ok", "median_s": 999.0, "device_name": "Test CPU", "peak_mem_bytes": 1e6,
-             "torch": "2.14.1"} for case in ROUNDS]
+             "torch": "2.14.1", "cpu_steal_pct": STEAL_PCT.get(case)} for case in ROUNDS]
     rows.append({**case_row("encoder-fwd-fp32-b4-naive"), "case_id": "encoder-fwd-fp32-b4-triton",
                  "attention": "triton", "status": "skipped", "reason": "triton needs a CUDA GPU"})
     rows.append({**case_row("cnn-fwd-fp32-b8"), "case_id": "cnn-fwd-fp32-b4096", "batch": 4096, "status": "oom",
@@ -143,6 +146,8 @@ def test_skipped_oom_noisy_and_profiled_cases_are_listed(run_dir):
     assert noisy == ["cnn-fwd-fp32-b8", "cnn-fwd-fp32-b16", "cnn-fwd-amp_bf16-b8"]
     breakdown = [cells(r) for r in table_after(markdown, "Profile breakdown (% of self time)")]
     assert breakdown == [["encoder-fwd-fp32-b4-sdpa", "30", "70"]]
+    heading = "CPU time stolen (the hypervisor gave other guests over 5 % of it while timed)"
+    assert [cells(r) for r in table_after(markdown, heading)] == [["encoder-fwd-fp32-b4-sdpa", "10", "12.5"]]
 
 
 def test_html_is_self_contained_with_every_table_and_plot(run_dir):
@@ -315,7 +320,7 @@ def test_profile_breakdowns_give_a_missing_category_no_share(tmp_path):
 def test_the_environment_section_lists_each_field_with_its_value():
     frame = pd.DataFrame([{"case_id": "x", "status": "ok", "reason": "", "torch": "2.14.1", "driver": np.nan,
                            "cpu": "Xeon"}])
-    ok = frame.assign(noisy=False, iqr_s=0.0, median_ms=1.0, rounds=5)
+    ok = frame.assign(noisy=False, iqr_s=0.0, median_ms=1.0, rounds=5, cpu_steal_pct=np.nan)
     (environment,) = [s for s in health_sections(frame, ok) if s.title == "Environment"]
     assert environment.table.to_dict("records") == [{"field": "torch", "value": "2.14.1"},
                                                     {"field": "driver", "value": ""},
