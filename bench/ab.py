@@ -30,7 +30,7 @@ from scipy import stats
 from bench import turns
 from bench.gate import broken_cases, holm
 from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
-from bench.rundir import RunError, load_results, load_rounds
+from bench.rundir import RunError, load_results, load_rounds, sweep_options
 from bench.turns import SIDES
 
 DEFAULT_PAIRS = 16  # enough to find 10 % twice over through the ~8 % pair-to-pair spread of the 2-core CI machine
@@ -163,11 +163,8 @@ class ABRun:
         procs: dict[str, subprocess.Popen] = {}
         try:
             for side in SIDES:
-                # --reports-dir=PATH, one argument: pytest reads a separate value of an option it does not know
-                # yet as a path and loads the conftest.py above it, the checkout's beside the worktree's.
                 command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
-                           "--benchmark-only", "-q", "-p", "no:cacheprovider", f"--run-id={run_ids[side]}",
-                           f"--reports-dir={self.out}"]
+                           "--benchmark-only", "-q", "-p", "no:cacheprovider", *sweep_options(run_ids[side], self.out)]
                 env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
                 passed: tuple[int, ...] = ()
                 if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder

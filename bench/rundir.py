@@ -31,6 +31,13 @@ def default_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname().split('.')[0]}"
 
 
+def sweep_options(run_id: str, reports_dir: Path) -> list[str]:
+    """The pytest options that send a sweep's run to reports_dir/run_id, each as one `--option=value`
+    argument: pytest takes a separate value of an option it does not know yet for a path, and loads the
+    conftest.py files above it (ab's checkout's beside its worktree's)."""
+    return [f"--run-id={run_id}", f"--reports-dir={reports_dir}"]
+
+
 def atomic_write(path: Path, data: str) -> None:
     """Write through a temporary file in the same folder, so readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

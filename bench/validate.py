@@ -26,7 +26,7 @@ import torch
 from bench.attention import ATTENTION, attention_flops, naive
 from bench.harness import WARMUP_S, Settings, Workload, is_oom, measure
 from bench.row import timing_stats
-from bench.rundir import RunError
+from bench.rundir import RunError, sweep_options
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile")
@@ -92,10 +92,8 @@ class Validation:
     def sweep(self, name: str, args: list[str], budget: float) -> int:
         """Run a pytest sweep into runs/<name> (see `pytest`)."""
         size = [] if "--preset" in args else ["--size", self.size]
-        # --reports-dir=PATH, one argument: pytest would take a separate value for a path, and load the
-        # conftest.py files above it
         return self.pytest(name, [*args, "--benchmark-only", "-q", "-p", "no:cacheprovider", "--device",
-                                  self.device.type, *size, f"--run-id={name}", f"--reports-dir={self.runs}"], budget)
+                                  self.device.type, *size, *sweep_options(name, self.runs)], budget)
 
     def pytest(self, name: str, args: list[str], budget: float) -> int:
         """Run pytest, logging to <name>.log; past the budget it gets SIGINT, which ends the session

@@ -11,7 +11,16 @@ import pytest
 
 from bench import rundir
 from bench.row import COLUMNS, Row
-from bench.rundir import RunDir, RunError, RunWriter, atomic_write, default_run_id, load_results, load_rounds
+from bench.rundir import (
+    RunDir,
+    RunError,
+    RunWriter,
+    atomic_write,
+    default_run_id,
+    load_results,
+    load_rounds,
+    sweep_options,
+)
 
 
 def row(case_id, status="ok", **fields):
@@ -259,3 +268,8 @@ def test_a_benchmark_without_stats_or_name_has_no_raw_rounds(tmp_path):
     path = results_file(tmp_path / "b.json", json.dumps({"benchmarks": [{"extra_info": {}}]}))
     with pytest.raises(RunError, match=r"b\.json: \? has no raw rounds \(save with --benchmark-json"):
         load_rounds(path)
+
+
+def test_a_sweeps_run_folder_options_are_one_argument_each():
+    """A separate value would be read by pytest as a path, loading the conftest.py files above it."""
+    assert sweep_options("A-1", Path("/tmp/out")) == ["--run-id=A-1", "--reports-dir=/tmp/out"]
