@@ -15,6 +15,12 @@ def test_steal_and_total_ticks_are_read_from_the_first_line(tmp_path):
     assert cpu_ticks(stat) == (1441, 144075 + 124 + 16592 + 124062 + 2559 + 0 + 435 + 1441)
 
 
+def test_a_stat_with_steal_but_no_guest_fields_is_read(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4 5 6 7 8\n")  # kernels 2.6.11 to 2.6.23: steal is the last field
+    assert cpu_ticks(stat) == (8, 36)
+
+
 @pytest.mark.parametrize("text", ["cpu  1 2 3 4 5 6 7\n", "intr 1 2 3 4 5 6 7 8 9\n", ""],
                          ids=["no steal field", "not the cpu line", "empty"])
 def test_a_stat_without_a_steal_field_reads_none(tmp_path, text):
