@@ -11,7 +11,7 @@ import importlib
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,6 +297,16 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
             torch.cuda.empty_cache()
 
 
+def round_plan(warmup_steps_s: Sequence[float], settings: Settings) -> tuple[int, int]:
+    """Steps per round (a round lasts MIN_ROUND_S at least) and rounds (settings.max_time of them, within
+    min_rounds and max_rounds), sized from the median warm-up step after the first, which pays for compiling
+    and autotuning: one slow or fast warm-up step (a host speed step, a neighbour) does not size the case."""
+    step_s = float(np.median(warmup_steps_s[1:] or warmup_steps_s))
+    iterations = max(1, math.ceil(MIN_ROUND_S / step_s))
+    rounds = math.ceil(settings.max_time / (step_s * iterations))
+    return iterations, min(settings.max_rounds, max(settings.min_rounds, rounds))
+
+
 def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "") -> dict:
     """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs: the
     measured fields of a Row. Peak memory: of the timed rounds, and of the build and warm-up. Under `ab`,
@@ -316,17 +326,15 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     with cudnn_benchmark(device.type == "cuda"), turns.timed(case_id):
         counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
         before = counters()
-        warm_start, warmup_rounds = time.perf_counter(), 0
-        while warmup_rounds < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
-            last = warmup_round()
-            warmup_rounds += 1
-            if warmup_rounds == 1:  # a compiled model compiled in this first call
-                first_call_s, after_first = last, counters()
-        warmup_s = time.perf_counter() - warm_start
+        warm_start, warmup_steps_s = time.perf_counter(), []
+        while len(warmup_steps_s) < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
+            warmup_steps_s.append(warmup_round())
+            if len(warmup_steps_s) == 1:  # a compiled model compiled in this first call
+                first_call_s, after_first = warmup_steps_s[0], counters()
+        warmup_s, warmup_rounds = time.perf_counter() - warm_start, len(warmup_steps_s)
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
-        iterations = max(1, math.ceil(MIN_ROUND_S / last))
-        rounds = min(settings.max_rounds, max(settings.min_rounds, math.ceil(settings.max_time / (last * iterations))))
+        iterations, rounds = round_plan(warmup_steps_s, settings)
         target = TimedRound(work.step, iterations, device)
         with _gc_paused():
             if settings.instructions:  # counted under callgrind instead of timed: no rounds

@@ -21,6 +21,7 @@ from bench.harness import (
     is_oom,
     make_step,
     measure,
+    round_plan,
     run_case,
 )
 from bench.models import MODELS
@@ -309,6 +310,17 @@ def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
     # 0.1 s of rounds of at least 2 ms: at most 50, and well above min_rounds unless the machine stalls
     assert 5 <= len(row["rounds_s"]) <= 50 and len(calls) == len(row["rounds_s"]) + 2
     assert all(r >= 0.002 for r in row["rounds_s"])
+
+
+@pytest.mark.parametrize(("warmup_steps_s", "max_time", "plan"), [
+    ([5.0, 0.001, 0.001, 0.010], 0.1, (2, 50)),  # the median after the first: 1 ms, not the last step's 10 ms
+    ([0.004], 0.2, (1, 50)),  # one warm-up step is all there is
+    ([0.5, 0.0005, 0.0005], 1.0, (4, 100)),  # 500 rounds of 2 ms cut to max_rounds
+    ([1.0, 2.0], 1.0, (1, 5)),  # half a round raised to min_rounds
+], ids=["median-not-last", "one-step", "max-rounds", "min-rounds"])
+def test_rounds_are_planned_from_the_median_warm_up_step_after_the_first(warmup_steps_s, max_time, plan):
+    settings = Settings(device=CPU, max_time=max_time, min_rounds=5, max_rounds=100)
+    assert round_plan(warmup_steps_s, settings) == plan
 
 
 def test_cpu_steal_is_read_just_before_and_after_the_timed_rounds(monkeypatch, benchmark):
