@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import attention, instructions, telemetry, turns
+from bench import attention, devicetime, instructions, telemetry, turns
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
@@ -40,6 +40,7 @@ _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc
 # rounds of 1 ms) stay near 1 % of a round.
 MIN_ROUND_S = 2e-3
 WARMUP_S = {"cuda": 0.5, "cpu": 0.0}  # a GPU warms up this long at least, so clocks and caches settle
+DEVICE_ROUNDS = 20  # rounds of device time at most: it spreads far less than the host's
 
 
 @dataclass(frozen=True)
@@ -56,32 +57,18 @@ class Settings:
 
 
 class TimedRound:
-    """The target pytest-benchmark calls `iterations` times a round: the last call of a round waits for
-    the GPU, and on a GPU CUDA events bracket each round, so its GPU time is kept beside the host's."""
+    """The target pytest-benchmark calls `iterations` times a round: on a GPU the last call of a round waits
+    for it, so a round's host time covers its work."""
 
     def __init__(self, step: Step, iterations: int, device: torch.device):
         self.step, self.iterations, self.device = step, iterations, device
         self.calls = 0
-        self.events: list[tuple] = []  # (start, end) of each complete round
-        self._start = None
 
     def __call__(self) -> None:
-        first, last = self.calls % self.iterations == 0, (self.calls + 1) % self.iterations == 0
         self.calls += 1
-        on_gpu = self.device.type == "cuda"
-        if first and on_gpu:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
         self.step()
-        if last and on_gpu:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
+        if self.calls % self.iterations == 0 and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.events.append((self._start, end))
-
-    def event_seconds(self) -> list[float]:
-        """GPU seconds per iteration of each complete round (none on a CPU)."""
-        return [start.elapsed_time(end) / 1e3 / self.iterations for start, end in self.events]
 
 
 def make_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, precision: Precision,
@@ -308,10 +295,12 @@ def round_plan(warmup_steps_s: Sequence[float], settings: Settings) -> tuple[int
 
 
 def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "") -> dict:
-    """Build the workload, warm it up, time it with the benchmark fixture, then count its FLOPs: the
-    measured fields of a Row. Peak memory: of the timed rounds, and of the build and warm-up. Under `ab`,
-    warm-up and rounds wait for the process's turn (bench/turns.py)."""
+    """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end), time its
+    device time apart (bench/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
+    of the timed rounds, and of the build and warm-up. Under `ab`, both sides time a case in the same
+    iterations and rounds and hand the turn over between rounds (bench/turns.py)."""
     device = settings.device
+    on_gpu = device.type == "cuda"
     memory = PeakMemory(device)
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
     work = build()
@@ -319,11 +308,11 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     def warmup_round() -> float:
         start = time.perf_counter()
         work.step()
-        if device.type == "cuda":
+        if on_gpu:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    with cudnn_benchmark(device.type == "cuda"), turns.timed(case_id):
+    with cudnn_benchmark(on_gpu):
         counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
         before = counters()
         warm_start, warmup_steps_s = time.perf_counter(), []
@@ -334,37 +323,63 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         warmup_s, warmup_rounds = time.perf_counter() - warm_start, len(warmup_steps_s)
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
-        iterations, rounds = round_plan(warmup_steps_s, settings)
-        target = TimedRound(work.step, iterations, device)
+        iterations, rounds = turns.agree(case_id, *round_plan(warmup_steps_s, settings))
+        timed: dict = {}
         with _gc_paused():
             if settings.instructions:  # counted under callgrind instead of timed: no rounds
-                counted = instructions.count(work.step)
+                timed["instructions"] = instructions.count(work.step)
             else:
-                between = {"teardown": turns.handover(case_id, warmup_round)} if turns.active() else {}
-                ticks = telemetry.cpu_ticks()
-                benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0, **between)
-                stolen = telemetry.steal_pct(ticks, telemetry.cpu_ticks())
+                timed = _timed_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round)
     after = counters()
     compiling = {"compile_s": first_call_s, "graph_breaks": after_first["graph_breaks"] - before["graph_breaks"],
                  "recompiles": after["frames"] - after_first["frames"]} if work.compiled else {}
     peak_mem = memory.peak_bytes()
-    reason = ""
+    notes = [timed.pop("device_note", "")]
     try:
         flops = work.flops()
     except Exception as err:  # counting uses naive attention, which may not fit where the timed case did
         if not is_oom(err):
             raise
-        flops, reason = None, "FLOPs not counted: out of memory while counting"
+        flops = None
+        notes.insert(0, "FLOPs not counted: out of memory while counting")
+    fields = {"status": "ok", "reason": "; ".join(filter(None, notes)), "flops": flops, "batch_tokens": work.tokens,
+              "warmup_rounds": warmup_rounds, **timed, **compiling}
     if settings.instructions:
-        return {"status": "ok", "reason": reason, "flops": flops, "batch_tokens": work.tokens,
-                "warmup_rounds": warmup_rounds, "instructions": counted, **compiling}
+        return fields
+    return {**fields, "peak_mem_bytes": peak_mem, "peak_mem_warmup_bytes": warmup_peak, "iterations": iterations,
+            "warmup_s": warmup_s}
+
+
+def _timed_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
+                  rewarm: Step) -> dict:
+    """Host rounds by pytest-benchmark (handing the turn over between rounds under `ab`), the CPU time stolen
+    and the GPU's clocks around them, then the device's own time per step (a CPU's is the host's)."""
+    on_gpu = device.type == "cuda"
+    between = {"teardown": turns.handover(case_id, rewarm)} if turns.active() else {}
+    ticks = telemetry.cpu_ticks()
+    clocks = telemetry.gpu_clocks(_nvml_index(device)) if on_gpu else None
+    benchmark.pedantic(TimedRound(step, iterations, device), rounds=rounds, iterations=iterations,
+                       warmup_rounds=0, **between)
+    fields = {"cpu_steal_pct": telemetry.steal_pct(ticks, telemetry.cpu_ticks())}
+    if on_gpu:
+        fields.update(telemetry.throttling(clocks, telemetry.gpu_clocks(_nvml_index(device))))
     # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
-    rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
-    events = target.event_seconds()
-    return {"status": "ok", "reason": reason, "flops": flops, "peak_mem_bytes": peak_mem,
-            "peak_mem_warmup_bytes": warmup_peak, "batch_tokens": work.tokens, "rounds_s": rounds_s,
-            "iterations": iterations, "warmup_rounds": warmup_rounds, "warmup_s": warmup_s,
-            "event_median_s": float(np.median(events)) if events else None, "cpu_steal_pct": stolen, **compiling}
+    fields["rounds_s"] = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
+    if not on_gpu:
+        return {**fields, "device_method": "host"}
+    if not fields["rounds_s"]:
+        return fields
+    device_time = devicetime.measure_device(step, device, iterations, min(rounds, DEVICE_ROUNDS))
+    return {**fields, "device_rounds_s": device_time.rounds_s, "device_method": device_time.method,
+            "device_note": device_time.note}
+
+
+def _nvml_index(device: torch.device) -> int:
+    """NVML's index of a CUDA device (they differ under CUDA_VISIBLE_DEVICES)."""
+    try:
+        return torch.cuda._get_nvml_device_index(device)
+    except Exception:  # torch's private mapping failed (UUIDs in the variable and no NVML): CUDA's own index
+        return device.index or 0
 
 
 @contextlib.contextmanager

@@ -17,15 +17,19 @@ ENVIRONMENT = ("device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu
 COLUMNS = [
     "run_id", "case_id", "model", "phase", "precision", "batch", "attention", "size",
     "seqlen", "head_dim", "heads", "causal", "device", "device_name",
-    "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "stddev_s", "rounds", "samples_per_s",
-    "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak", "peak_mem_bytes",
+    "status", "reason", "median_s", "iqr_s", "min_s", "mean_s", "stddev_s", "rounds", "device_s", "host_overhead_s",
+    "bound", "device_method", "samples_per_s", "tokens_per_s", "batch_tokens", "flops", "tflops", "pct_of_peak",
+    "device_tflops", "device_pct_of_peak", "peak_mem_bytes",
     "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python", "git_commit", "timestamp",
     "kind", "peak_tflops", "attention_share", "profile_error", "peak_mem_warmup_bytes", "tf32",
-    "iterations", "warmup_rounds", "warmup_s", "event_median_s", "cudnn_benchmark", "triton_configs",
+    "iterations", "warmup_rounds", "warmup_s", "cudnn_benchmark", "triton_configs",
     "instructions", "mode", "memory_format", "compile_s", "graph_breaks", "recompiles",
     "world_size", "backend", "strategy", "global_samples_per_s", "scaling_efficiency", "rank_medians_s",
-    "communication_share", "cpu_steal_pct",
+    "communication_share", "cpu_steal_pct", "sm_clock_mhz", "throttle",
 ]
+# A GPU case is host-bound when the GPU's own time is under this share of its end-to-end step: the rest is
+# the host's (launches, Python, syncs), so its time follows the CPU and a slower kernel can hide in it.
+DEVICE_BOUND_SHARE = 0.8
 
 
 # What a row without the mode and memory-format columns ran (results from before them; the attention
@@ -55,6 +59,22 @@ def rates(median_s: float, batch: int, batch_tokens: int | None, flops: int | No
         "pct_of_peak": 100.0 * tflops / peak_tflops if tflops is not None and _known(peak_tflops) and peak_tflops > 0
         else None,
     }
+
+
+def device_figures(median_s: float, device_s: float | None, flops: int | None,
+                   peak_tflops: float | None, device: str) -> dict[str, float | str | None]:
+    """What the GPU's own time per step says beside the end-to-end median: the host's overhead per step,
+    host- or device-bound (DEVICE_BOUND_SHARE), TFLOP/s and % of peak. On a CPU the device time is the
+    host time and the case is `cpu`-bound; without a device time, nothing."""
+    if device == "cpu":
+        device_s, bound = median_s, "cpu"
+    elif not _known(device_s) or device_s <= 0:
+        return {}
+    else:
+        bound = "device" if device_s >= DEVICE_BOUND_SHARE * median_s else "host"
+    at_device = rates(device_s, 1, None, flops, peak_tflops)
+    return {"device_s": device_s, "host_overhead_s": median_s - device_s, "bound": bound,
+            "device_tflops": at_device["tflops"], "device_pct_of_peak": at_device["pct_of_peak"]}
 
 
 def _known(value: float | None) -> bool:
@@ -91,7 +111,8 @@ class Row:
     iterations: int | None = None  # steps per timed round; rounds_s are per step (pytest-benchmark's way)
     warmup_rounds: int | None = None
     warmup_s: float | None = None
-    event_median_s: float | None = None  # CUDA events' median per step, beside the host's median_s
+    device_rounds_s: tuple[float, ...] = ()  # the GPU's own seconds per step of each device round
+    device_method: str | None = None  # how: graph (CUDA-graph replays), profiler (busy time), host (a CPU)
     cudnn_benchmark: bool | None = None  # cuDNN searched for its fastest algorithms
     triton_configs: str | None = None  # the Triton kernels' autotuned configs (--attn triton)
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
@@ -111,6 +132,8 @@ class Row:
     rank_medians_s: str | None = None  # every rank's median, ';'-separated, rank 0 first
     communication_share: float | None = None  # scale --profile: collectives' share of rank 0's profiled self time
     cpu_steal_pct: float | None = None  # % of all CPUs' time the hypervisor gave other guests while timed
+    sm_clock_mhz: float | None = None  # GPU: the lower SM clock of the readings before and after the rounds
+    throttle: str | None = None  # GPU: why its clocks were held down while timed ('; '-separated), "" if not
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:
@@ -129,7 +152,9 @@ class Row:
         if not self.rounds_s:
             return {}
         stats = timing_stats(self.rounds_s)
-        return {**stats, **rates(stats["median_s"], self.batch, self.batch_tokens, self.flops, self.peak_tflops)}
+        device_s = float(np.median(self.device_rounds_s)) if self.device_rounds_s else None
+        return {**stats, **rates(stats["median_s"], self.batch, self.batch_tokens, self.flops, self.peak_tflops),
+                **device_figures(stats["median_s"], device_s, self.flops, self.peak_tflops, self.device)}
 
     def record(self, run_id: str, timestamp: str) -> dict:
         """The row as results.csv holds it: COLUMNS in order, empty where a figure does not apply."""

@@ -115,8 +115,10 @@ class RunWriter:
     def add(self, row: Row) -> None:
         self.records.append(row.record(self.run_dir.run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
         if row.rounds_s:  # rounds first: a row in results.csv always has its rounds on disk
-            self.write_json(self.run_dir.rounds_json(row.case_id),
-                            {"case_id": row.case_id, "device": row.device, "rounds_s": list(row.rounds_s)})
+            device = {"device_rounds_s": list(row.device_rounds_s), "device_method": row.device_method} \
+                if row.device_rounds_s else {}
+            self.write_json(self.run_dir.rounds_json(row.case_id), {"case_id": row.case_id, "device": row.device,
+                                                                   "rounds_s": list(row.rounds_s), **device})
         atomic_write(self.run_dir.results_csv, pd.DataFrame(self.records).to_csv(index=False))
 
     @staticmethod
@@ -193,18 +195,34 @@ def load_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> tuple[dict[
     return _rounds_of_benchmark_json(source)
 
 
-def _rounds_of_cases(run_dir: RunDir) -> tuple[dict[str, np.ndarray], str]:
-    rounds, devices = {}, set()
-    for path in sorted(run_dir.rounds_dir.glob("*.json")):
+def load_device_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> dict[str, np.ndarray]:
+    """The device's own seconds per step of each round, per case id, where a GPU run measured them (a run
+    folder's rounds/; none on a CPU, where device time is host time, nor from older runs)."""
+    rounds_dir = RunDir(resolve(run, reports_dir)).rounds_dir
+    return {case: device for case, (_, _, device) in _round_files(rounds_dir).items() if device is not None}
+
+
+def _round_files(rounds_dir: Path) -> dict[str, tuple[np.ndarray, str, np.ndarray | None]]:
+    """Each rounds/<case-id>.json: case id -> (host rounds, device type, device rounds or None)."""
+    files = {}
+    for path in sorted(rounds_dir.glob("*.json")):
         try:
             payload = json.loads(path.read_text())
-            rounds[payload["case_id"]] = np.asarray(payload["rounds_s"], dtype=float)
-            devices.add(payload["device"])
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            device = payload.get("device_rounds_s")
+            files[payload["case_id"]] = (np.asarray(payload["rounds_s"], dtype=float), str(payload["device"]),
+                                         np.asarray(device, dtype=float) if device else None)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as err:
             raise RunError(f"{path}: not a rounds file ({type(err).__name__})") from None
-    if not rounds:
+    return files
+
+
+def _rounds_of_cases(run_dir: RunDir) -> tuple[dict[str, np.ndarray], str]:
+    files = _round_files(run_dir.rounds_dir)
+    if not files:
         raise RunError(f"{run_dir.rounds_dir}: holds no rounds")
-    return rounds, "cuda" if "cuda" in devices else "cpu"
+    devices = {device for _, device, _ in files.values()}
+    return {case: rounds for case, (rounds, _, _) in files.items()}, "cuda" if "cuda" in devices else "cpu"
 
 
 def _rounds_of_benchmark_json(source: Path) -> tuple[dict[str, np.ndarray], str]:

@@ -31,7 +31,10 @@ class Session:
         if options.instructions:  # one thread: counts that do not depend on how work was split
             torch.set_num_threads(1)
             calibration = {}  # nothing is timed, so no peak to judge against
-        self.calibration = calibrate.load_or_measure(options.device) if calibration is None else calibration
+        if calibration is None:
+            with turns.timed("calibration"):  # matmuls on the device: not beside the other ab process's timing
+                calibration = calibrate.load_or_measure(options.device)
+        self.calibration = calibration
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases, for its JSON
         self.report_line = ""  # where the report went, or why it is missing
@@ -51,10 +54,11 @@ class Session:
     def run(self, case, benchmark) -> Row:
         """Measure a case, profile it when asked, and record its row; the benchmark's JSON entry carries
         the row's figures in extra_info."""
-        row = run_case(case, benchmark, self.settings)
-        row = row.but(peak_tflops=calibrate.peak_tflops(row.precision, self.calibration))
-        if row.status == "ok" and self.options.profile:
-            row = self._profile(case, row)
+        with turns.timed(case.id):  # under ab, all the case does on the device, inside its turn
+            row = run_case(case, benchmark, self.settings)
+            row = row.but(peak_tflops=calibrate.peak_tflops(row.precision, self.calibration))
+            if row.status == "ok" and self.options.profile:
+                row = self._profile(case, row)
         self.record(row, benchmark)
         return row
 

@@ -5,8 +5,10 @@ CNN stepped from 2.4 to 1.6 ms and back), which processes run minutes apart cann
 apart see the same host.
 
 A sweep process finds its pipes to the referee (ab's parent) in ARCHBENCH_TURNS ("read-fd,write-fd"),
-announces its cases, and asks before a case's warm-up, between its rounds once a slice is up, and after
-its rounds; each ask blocks until the referee answers. Without the variable every call here does nothing."""
+announces its cases, and asks before a case (its build), between its rounds once a slice is up, and after
+the case (its device time, FLOPs and profile done), so everything a case does on a GPU stays inside its
+turn; each ask blocks until the referee answers. It also asks which iterations and rounds to time, so
+both sides time a case alike. Without the variable every call here does nothing."""
 
 from __future__ import annotations
 
@@ -33,20 +35,22 @@ def active() -> bool:
     return bool(os.environ.get(ENV))
 
 
-def _ask(message: str) -> None:
-    """Send a line to the referee and wait for its go (none to wait for outside `ab`)."""
+def _ask(message: str) -> str:
+    """Send a line to the referee and return its answer once it comes ("" outside `ab`)."""
     global _pipes
     spec = os.environ.get(ENV)
     if not spec:
-        return
+        return ""
     if _pipes is None:
         read_fd, write_fd = (int(fd) for fd in spec.split(","))
         _pipes = (os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w"))
     reader, writer = _pipes
     writer.write(message + "\n")
     writer.flush()
-    if not reader.readline():
+    answer = reader.readline()
+    if not answer:
         raise RuntimeError("the ab referee went away")
+    return answer.strip()
 
 
 def announce(cases: list[str]) -> None:
@@ -54,9 +58,17 @@ def announce(cases: list[str]) -> None:
     _ask("cases " + " ".join(cases))
 
 
+def agree(case: str, iterations: int, rounds: int) -> tuple[int, int]:
+    """The iterations and rounds to time a case with: under `ab`, those the first side to ask proposed (the
+    referee keeps them), so both sides' figures average the same number of steps; else the ones given."""
+    answer = _ask(f"plan {case} {iterations} {rounds}").split()
+    return (int(answer[0]), int(answer[1])) if len(answer) == 2 else (iterations, rounds)
+
+
 @contextlib.contextmanager
 def timed(case: str) -> Iterator[None]:
-    """A stretch that must not overlap the other process's: the case's warm-up and timed rounds."""
+    """A stretch that must not overlap the other process's: a case from its build to its profile (or the
+    machine's calibration)."""
     _ask(f"before {case}")
     try:
         yield
@@ -87,14 +99,15 @@ def handover(case: str, rewarm: Callable[[], object]) -> Callable[..., None]:
 class Referee:
     """ab's side: reads both processes' asks (`readers`, line by line) and answers (`writers`) so that one
     process times at a time and a case both sides time is timed by each in alternating slices, the side
-    that starts alternating from case to case (starting with `first`). Everything else (import, build,
-    FLOPs, writing) overlaps."""
+    that starts alternating from case to case (starting with `first`). Everything else (import, collection,
+    writing results and reports) overlaps."""
 
     readers: dict[str, IO[str]]
     writers: dict[str, IO[str]]
     first: str = "A"
     state: dict[str, tuple[str, str]] = field(default_factory=dict)  # side -> (what, case); ("exited", "")
     cases: dict[str, set[str]] = field(default_factory=lambda: {side: set() for side in SIDES})
+    plans: dict[str, str] = field(default_factory=dict)  # case -> "iterations rounds", as first proposed
     paired: int = 0  # cases timed back to back so far
 
     def run(self) -> None:
@@ -108,7 +121,7 @@ class Referee:
         return [side for side in SIDES if self.state.get(side, ("",))[0] == "exited"]
 
     def _wait(self, running: set[str]) -> None:
-        """Until every running process has asked (or exited); an announcement is answered at once."""
+        """Until every running process has asked (or exited); an announcement or a plan is answered at once."""
         while running:
             ready, _, _ = select.select([self.readers[side] for side in running], [], [])
             for side in [s for s in running if self.readers[s] in ready]:
@@ -120,13 +133,16 @@ class Referee:
                 elif what == "cases":
                     self.cases[side] = set(case.split())
                     self._go(side)
+                elif what == "plan":
+                    name, plan = case.split(" ", 1)
+                    self._go(side, self.plans.setdefault(name, plan))
                 else:
                     self.state[side] = (what, case)
                     running.discard(side)
 
-    def _go(self, side: str) -> None:
+    def _go(self, side: str, answer: str = "go") -> None:
         try:
-            self.writers[side].write("go\n")
+            self.writers[side].write(answer + "\n")
             self.writers[side].flush()
         except BrokenPipeError:  # it died after asking: its end-of-file comes next
             pass

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import harness
+from bench import devicetime, harness
 from bench.attention import ATTENTION, AttentionImpl
 from bench.cases import AttentionCase, Case
 from bench.harness import (
@@ -357,7 +357,7 @@ def test_a_50us_step_is_repeated_so_a_round_lasts_2_milliseconds_and_timed_per_s
     # warm-up, the timed rounds, and pytest-benchmark's one extra call for the result
     assert len(calls) == 2 + rounds * iterations + 1 and row["warmup_rounds"] == 2
     assert calls[:2] == [True, True] and not any(calls[2:-1]) and gc.isenabled()  # no GC while timed
-    assert row["event_median_s"] is None  # no CUDA events on a CPU
+    assert row["device_method"] == "host" and "device_rounds_s" not in row  # a CPU's device time is its host time
 
 
 def test_a_disabled_benchmark_runs_the_step_once_and_keeps_no_rounds():
@@ -399,23 +399,10 @@ def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
     synced, steps = [], []
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append((len(steps), device)))
-
-    class Event:  # records the steps done so far; a step "takes" 2 ms of GPU time
-        def __init__(self, enable_timing=False):
-            assert enable_timing is True
-            self.at = None
-
-        def record(self):
-            self.at = len(steps)
-
-        def elapsed_time(self, end):
-            return 2.0 * (end.at - self.at)
-
-    monkeypatch.setattr(torch.cuda, "Event", Event)
     target = TimedRound(lambda: steps.append(None), 3, cuda)
     for _ in range(7):  # two rounds of three, then pytest-benchmark's extra call
         target()
-    assert synced == [(3, cuda), (6, cuda)] and target.event_seconds() == [0.002, 0.002]  # 2 ms a step
+    assert synced == [(3, cuda), (6, cuda)]
 
 
 def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_its_allocator(monkeypatch,
@@ -424,25 +411,29 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
     for name, result in (("synchronize", None), ("reset_peak_memory_stats", None), ("max_memory_allocated", 4096)):
         monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name, result=result:
                             log.append((name, device)) or result)
+    monkeypatch.setattr(torch.cuda, "_get_nvml_device_index", lambda device: 3)
+    readings = iter([(1980.0, 0x1), (1755.0, 0x4 | 0x40)])  # idle before, power-capped and hot after
+    monkeypatch.setattr("bench.telemetry.gpu_clocks", lambda index: log.append(("clocks", index)) or next(readings))
 
-    class Event:  # every round lasts 1 ms of GPU time
-        def __init__(self, enable_timing=False):
-            pass
+    def device_time(step, device, iterations, rounds):  # stands in for the graph's replays
+        log.append(("device time", (iterations, rounds, torch.backends.cudnn.benchmark)))
+        return devicetime.DeviceTime((1e-3, 3e-3, 2e-3), "profiler", "not captured: RuntimeError: sync")
 
-        def record(self):
-            pass
-
-        def elapsed_time(self, end):
-            return 1.0
-
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr("bench.devicetime.measure_device", device_time)
     settings = Settings(device=cuda, max_time=0.01, min_rounds=2, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: log.append(("step", torch.backends.cudnn.benchmark)),
                                       flops=lambda: 0), benchmark, settings)
     assert (fields["peak_mem_bytes"], fields["peak_mem_warmup_bytes"]) == (4096, 4096)
-    assert fields["event_median_s"] == pytest.approx(1e-3 / fields["iterations"])
+    assert fields["device_rounds_s"] == (1e-3, 3e-3, 2e-3) and fields["device_method"] == "profiler"
+    assert fields["reason"] == "not captured: RuntimeError: sync"
+    assert (fields["sm_clock_mhz"], fields["throttle"]) == (1755.0, "sw power cap; hw thermal slowdown")
+    # the device time is taken after the host rounds, with their iterations, cuDNN's choices still in force
+    device_calls = [value for name, value in log if name == "device time"]
+    assert device_calls == [(fields["iterations"], min(len(fields["rounds_s"]), harness.DEVICE_ROUNDS), True)]
+    assert [name for name, _ in log].index("device time") > len(log) - 3
     assert {value for name, value in log if name == "step"} == {True} and torch.backends.cudnn.benchmark is False
-    assert {device for name, device in log if name != "step"} == {cuda}
+    assert {device for name, device in log if name not in ("step", "clocks", "device time")} == {cuda}
+    assert [value for name, value in log if name == "clocks"] == [3, 3]  # NVML's index, before and after
     first_steps = [name for name, _ in log[:6]]  # a new peak, then each warm-up step waited for
     assert first_steps == ["reset_peak_memory_stats", "step", "synchronize", "step", "synchronize",
                            "max_memory_allocated"]

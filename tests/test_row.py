@@ -78,3 +78,31 @@ def test_but_changes_only_what_it_names():
     row = Row("x", "model", "fwd", "fp32", 8, "cpu")
     changed = row.but(status="error", reason="boom")
     assert (changed.status, changed.reason, row.status) == ("error", "boom", "ok")
+
+
+def test_on_a_cpu_the_device_time_is_the_host_time_and_the_case_is_cpu_bound():
+    row = Row("cnn-fwd-fp32-b8", "model", "fwd", "fp32", 8, "cpu", rounds_s=ROUNDS, flops=6e9, peak_tflops=4.0,
+              device_method="host")
+    assert row.figures["device_s"] == pytest.approx(0.003) and row.figures["host_overhead_s"] == 0.0
+    assert row.figures["bound"] == "cpu"
+    assert row.figures["device_tflops"] == pytest.approx(2.0) and row.figures["device_pct_of_peak"] == pytest.approx(50)
+
+
+@pytest.mark.parametrize(("device_rounds", "bound"), [
+    ((0.0025, 0.0026, 0.0024), "device"),  # the GPU busy 2.5 of the 3 ms: over 80 %
+    ((0.0010, 0.0009, 0.0011), "host"),  # 1 of 3 ms: the other 2 ms are the host's
+])
+def test_a_gpu_row_s_device_time_is_its_device_rounds_median_and_says_what_bounds_the_step(device_rounds, bound):
+    row = Row("x", "model", "fwd", "bf16", 8, "cuda", rounds_s=ROUNDS, flops=6e9, peak_tflops=4.0,
+              device_rounds_s=device_rounds, device_method="graph")
+    device_s = sorted(device_rounds)[1]
+    assert row.figures["device_s"] == device_s and row.figures["bound"] == bound
+    assert row.figures["host_overhead_s"] == pytest.approx(0.003 - device_s)
+    assert row.figures["device_tflops"] == pytest.approx(6e9 / device_s / 1e12)
+    assert row.figures["tflops"] == pytest.approx(2.0)  # end to end, beside it
+
+
+def test_a_gpu_row_without_device_time_has_no_device_figures():
+    row = Row("x", "model", "fwd", "bf16", 8, "cuda", rounds_s=ROUNDS, flops=6e9)
+    assert not {"device_s", "host_overhead_s", "bound", "device_tflops"} & set(row.figures)
+    assert row.record("r", "t")["bound"] is None

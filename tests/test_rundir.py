@@ -17,6 +17,7 @@ from bench.rundir import (
     RunWriter,
     atomic_write,
     default_run_id,
+    load_device_rounds,
     load_results,
     load_rounds,
     sweep_options,
@@ -273,3 +274,21 @@ def test_a_benchmark_without_stats_or_name_has_no_raw_rounds(tmp_path):
 def test_a_sweeps_run_folder_options_are_one_argument_each():
     """A separate value would be read by pytest as a path, loading the conftest.py files above it."""
     assert sweep_options("A-1", Path("/tmp/out")) == ["--run-id=A-1", "--reports-dir=/tmp/out"]
+
+
+def test_a_gpu_case_s_device_rounds_and_method_are_saved_beside_its_host_rounds(tmp_path):
+    run_dir = RunDir.create(tmp_path, "run", given=True)
+    writer = RunWriter(run_dir)
+    gpu = Row("a", "model", "fwd", "bf16", 8, "cuda", rounds_s=(3e-3, 4e-3), device_rounds_s=(1e-3, 2e-3),
+              device_method="graph")
+    writer.add(gpu)
+    writer.add(row("cnn-fwd-fp32-b8", device_method="host"))
+    assert json.loads(run_dir.rounds_json("a").read_text()) == {
+        "case_id": "a", "device": "cuda", "rounds_s": [3e-3, 4e-3], "device_rounds_s": [1e-3, 2e-3],
+        "device_method": "graph"}
+    assert "device_rounds_s" not in json.loads(run_dir.rounds_json("cnn-fwd-fp32-b8").read_text())
+    device = load_device_rounds(run_dir.path)
+    assert list(device) == ["a"] and list(device["a"]) == [1e-3, 2e-3]  # a CPU case has none of its own
+    results = load_results(run_dir.path).set_index("case_id")
+    assert results.loc["a", "device_s"] == 1.5e-3 and results.loc["a", "bound"] == "host"
+    assert results.loc["cnn-fwd-fp32-b8", "bound"] == "cpu"

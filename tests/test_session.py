@@ -1,6 +1,7 @@
 """The run driver, called directly: rows and raw rounds on disk as each case ends, calibration and profile
 folded into rows, pytest-benchmark's JSON and the report at the end, outcomes for pytest."""
 
+import contextlib
 import json
 
 import pandas as pd
@@ -155,3 +156,30 @@ def test_a_given_run_id_taken_after_the_options_were_read_is_still_refused(tmp_p
     (tmp_path / "run").mkdir()  # another sweep got there first
     with pytest.raises(RunError, match="--run-id: .*run already exists; choose another run id"):
         run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
+
+
+def test_under_ab_the_calibration_and_everything_a_case_does_happen_inside_a_turn(tmp_path, monkeypatch):
+    log = []
+
+    @contextlib.contextmanager
+    def timed(case):
+        log.append(f"before {case}")
+        yield
+        log.append(f"after {case}")
+
+    monkeypatch.setattr(session_module.turns, "timed", timed)
+    monkeypatch.setattr(session_module.calibrate, "load_or_measure", lambda device: log.append("calibrate") or {})
+    monkeypatch.setattr(session_module, "run_case", lambda case, bench, settings: log.append("measure") or Row(
+        case.id, "model", "fwd", "fp32", 2, "cpu", rounds_s=(1e-3,)))
+
+    def profiled(case, device, trace_dir, steps, stacks):
+        log.append("profile")
+        frame = pd.DataFrame({"category": ["attention"], "self_us": [1.0], "share": [1.0]})
+        return frame, frame
+
+    monkeypatch.setattr(session_module, "profile_case", profiled)
+    options = SweepOptions(cases=(), attention_cases=(), device=torch.device("cpu"), run_id="run", run_id_given=True,
+                           reports_dir=tmp_path, profile=True)
+    Session(options).run(Case("cnn", "fwd", "fp32", 2), None)
+    assert log == ["before calibration", "calibrate", "after calibration",
+                   "before cnn-fwd-fp32-b2", "measure", "profile", "after cnn-fwd-fp32-b2"]

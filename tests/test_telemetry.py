@@ -1,8 +1,11 @@
 """CPU steal time from /proc/stat: the parsing of its first line and the share between two readings."""
 
+import subprocess
+import sys
+
 import pytest
 
-from bench.telemetry import cpu_ticks, steal_pct
+from bench.telemetry import cpu_ticks, gpu_clocks, steal_pct, throttling
 
 # user nice system idle iowait irq softirq steal guest guest_nice
 STAT = "cpu  144075 124 16592 124062 2559 0 435 1441 7 0\ncpu0 72000 60 8000 62000 1200 0 200 700 3 0\n"
@@ -40,3 +43,62 @@ def test_steal_is_a_percentage_of_all_ticks_between_two_readings():
 def test_this_machine_reads_its_own_ticks():
     ticks = cpu_ticks()
     assert ticks is not None and 0 <= ticks[0] <= ticks[1]
+
+
+class FakeNvml:
+    """nvidia-ml-py's pynvml, as gpu_clocks uses it."""
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self, clock=1980, reasons=0x4):
+        self.clock, self.reasons, self.asked = clock, reasons, []
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self.asked.append(index)
+        return f"handle {index}"
+
+    def nvmlDeviceGetClockInfo(self, handle, clock):
+        assert (handle, clock) == ("handle 1", self.NVML_CLOCK_SM)
+        return self.clock
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):
+        return self.reasons
+
+
+def test_gpu_clocks_come_from_nvml_where_it_is_installed(monkeypatch):
+    nvml = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nvidia-smi asked though NVML answered"))
+    assert gpu_clocks(1) == (1980.0, 0x4) and nvml.asked == [1]
+
+
+def test_without_nvml_gpu_clocks_come_from_nvidia_smi(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: its import fails
+    asked = []
+
+    def run(command, **kwargs):
+        asked.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="1755, 0x0000000000000044\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert gpu_clocks(2) == (1755.0, 0x44)
+    assert asked == [["nvidia-smi", "--query-gpu=clocks.sm,clocks_throttle_reasons.active",
+                      "--format=csv,noheader,nounits", "-i", "2"]]
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError("nvidia-smi"), subprocess.CalledProcessError(6, "nvidia-smi")])
+def test_where_neither_nvml_nor_nvidia_smi_answers_there_are_no_gpu_clocks(monkeypatch, error):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(error))
+    assert gpu_clocks(0) is None
+
+
+def test_throttling_keeps_the_lowest_clock_and_every_reason_that_slows_the_gpu():
+    # idle (0x1) and an applications-clocks setting (0x2) do not slow a busy GPU; power (0x4) and heat (0x40) do
+    assert throttling((1980.0, 0x1), (1755.0, 0x2 | 0x4 | 0x40)) == {
+        "sm_clock_mhz": 1755.0, "throttle": "sw power cap; hw thermal slowdown"}
+    assert throttling((1980.0, 0x1), None) == {"sm_clock_mhz": 1980.0, "throttle": ""}
+    assert throttling(None, None) == {}  # nothing read: the row leaves both empty

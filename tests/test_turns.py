@@ -22,7 +22,11 @@ class Scripted(threading.Thread):
         for line in self.script:
             self.writer.write(line + "\n")
             self.writer.flush()
-            if self.reader.readline() != "go\n":
+            answer = self.reader.readline()
+            if line.startswith("plan "):  # answered with the plan to time by
+                self.log.append((self.side, f"{line} -> {answer.strip()}"))
+                continue
+            if answer != "go\n":
                 return
             self.log.append((self.side, line))
         self.writer.close()
@@ -102,7 +106,7 @@ def sweep_side(monkeypatch):
     def answer() -> None:
         for line in reader:
             heard.append(line.strip())
-            writer.write("go\n")
+            writer.write("4 9\n" if line.startswith("plan ") else "go\n")
             writer.flush()
 
     threading.Thread(target=answer, daemon=True).start()
@@ -147,3 +151,23 @@ def test_outside_ab_nothing_is_asked(monkeypatch):
     with turns.timed("c1"):
         turns.announce(["c1"])
     assert turns._pipes is None
+
+
+def test_both_sides_time_a_case_with_the_plan_the_first_to_ask_proposed():
+    log = referee({"A": ["before c1", "plan c1 5 10", "switch c1", "after c1", "before c2", "plan c2 1 7", "after c2"],
+                   "B": ["before c1", "plan c1 7 3", "after c1", "before c2", "plan c2 2 8", "after c2"]})
+    plans = [entry for entry in log if entry[1].startswith("plan")]
+    # c1: A went first and proposed 5 x 10; c2: B went first (the sides alternate) and A timed B's plan
+    assert plans == [("A", "plan c1 5 10 -> 5 10"), ("B", "plan c1 7 3 -> 5 10"),
+                     ("B", "plan c2 2 8 -> 2 8"), ("A", "plan c2 1 7 -> 2 8")]
+
+
+def test_the_sweep_side_times_the_plan_the_referee_gives(sweep_side):
+    assert turns.agree("c1", 5, 10) == (4, 9)
+    assert sweep_side == ["plan c1 5 10"]
+
+
+def test_outside_ab_a_case_keeps_its_own_plan(monkeypatch):
+    monkeypatch.delenv(turns.ENV, raising=False)
+    monkeypatch.setattr(turns, "_pipes", None)
+    assert turns.agree("c1", 5, 10) == (5, 10)

@@ -1,0 +1,141 @@
+"""Device time: CUDA-graph replays timed by events (with CUDA faked), the profiler's busy time as the
+fallback (rehearsed on the CPU's own ops), and the union of busy intervals."""
+
+import contextlib
+import time
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, record_function
+
+from bench import devicetime
+from bench.devicetime import busy_seconds, measure_device, profiled_rounds
+
+CUDA = torch.device("cuda")
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class FakeCuda:
+    """What graph_rounds uses of torch.cuda, logging each call; a replay takes 2 ms of GPU time, the sleep
+    before a round 1 ms (outside the round's events)."""
+
+    def __init__(self, monkeypatch, capture_error: Exception | None = None):
+        self.log, self.gpu_ms, self.capturing = [], 0.0, False
+        fake = self
+
+        class Stream:
+            def __init__(self, device=None):
+                self.name = "side"
+
+            def wait_stream(self, other):
+                fake.log.append(f"{self.name} waits for {other.name}")
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                self.at = None
+
+            def record(self):
+                self.at = fake.gpu_ms
+
+            def elapsed_time(self, end):
+                return end.at - self.at
+
+        class CUDAGraph:
+            def replay(self):
+                fake.log.append("replay")
+                fake.gpu_ms += 2.0
+
+        @contextlib.contextmanager
+        def stream(s):
+            fake.log.append(f"on {s.name}")
+            yield
+            fake.log.append("off side")
+
+        @contextlib.contextmanager
+        def graph(g):
+            fake.log.append("capture")
+            fake.capturing = True
+            yield
+            fake.capturing = False
+            if capture_error:
+                raise capture_error
+            fake.log.append("captured")
+
+        default = Stream()
+        default.name = "default"
+        for name, value in {"Stream": Stream, "Event": Event, "CUDAGraph": CUDAGraph, "stream": stream,
+                            "graph": graph, "current_stream": lambda device=None: default,
+                            "_sleep": lambda cycles: self._sleep(cycles),
+                            "synchronize": lambda device=None: self.log.append("sync")}.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+
+    def _sleep(self, cycles):
+        assert cycles == devicetime.QUEUE_CYCLES
+        self.log.append("sleep")
+        self.gpu_ms += 1.0
+
+    def step(self):
+        self.log.append("step")
+
+
+def test_a_captured_step_is_timed_by_its_replays_per_step_with_the_gpu_held_while_each_round_queues(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    timed = measure_device(cuda.step, CUDA, iterations=3, rounds=2)
+    assert timed == devicetime.DeviceTime((0.002, 0.002), "graph", "")  # 6 ms a round over 3 replays
+    round_ = ["sleep", "replay", "replay", "replay", "sync"]
+    assert cuda.log == ["side waits for default", "on side", "step", "step", "step", "off side",
+                        "default waits for side", "capture", "step", "captured", *round_, *round_]
+
+
+def test_a_step_that_cannot_be_captured_is_timed_by_the_profiler_and_says_why(monkeypatch):
+    cuda = FakeCuda(monkeypatch, RuntimeError("operation not permitted when stream is capturing\nmore"))
+    asked = []
+    monkeypatch.setattr(devicetime, "profiled_rounds", lambda step, device, rounds: asked.append(rounds) or [4e-3])
+    timed = measure_device(cuda.step, CUDA, iterations=3, rounds=20)
+    assert timed == devicetime.DeviceTime(
+        (4e-3,), "profiler", "not captured: RuntimeError: operation not permitted when stream is capturing")
+    assert asked == [devicetime.PROFILED_ROUNDS] and cuda.log[-1] == "sync"  # the failed capture waited out
+    assert "replay" not in cuda.log
+
+
+def test_where_the_profiler_fails_too_the_case_keeps_its_host_time_and_both_reasons(monkeypatch):
+    cuda = FakeCuda(monkeypatch, RuntimeError("capture"))
+    monkeypatch.setattr(devicetime, "profiled_rounds",
+                        lambda step, device, rounds: (_ for _ in ()).throw(RuntimeError("CUPTI busy")))
+    timed = measure_device(cuda.step, CUDA, iterations=1, rounds=5)
+    assert timed == devicetime.DeviceTime((), "", "not captured: RuntimeError: capture; "
+                                                  "not profiled: RuntimeError: CUPTI busy")
+
+
+def test_the_profiler_fallback_counts_each_recorded_step_s_busy_spans_not_the_idle_time_between(monkeypatch):
+    monkeypatch.setattr(devicetime, "ACTIVITY", ProfilerActivity.CPU)  # the CPU's ops stand in for kernels
+    monkeypatch.setattr(devicetime, "is_device_work", lambda event: event.name == "kernel")
+    calls = []
+
+    def step():
+        calls.append(None)
+        with record_function("kernel"):
+            busy(0.002)
+        time.sleep(0.01)  # the host's gap: no kernel runs
+        with record_function("kernel"):
+            busy(0.003)
+
+    per_step = profiled_rounds(step, torch.device("cpu"), rounds=3)
+    assert len(per_step) == 3 and len(calls) == 6  # every second step recorded
+    assert all(0.005 <= seconds < 0.009 for seconds in per_step), per_step
+
+
+@pytest.mark.parametrize(("spans", "seconds"), [
+    ([], 0.0),
+    ([(0, 10), (20, 25)], 15e-6),  # apart: both
+    ([(20, 30), (0, 10), (5, 12)], 22e-6),  # overlapping (two streams), out of order: their union
+    ([(0, 100), (10, 20), (30, 40)], 100e-6),  # nested: the outer one
+])
+def test_busy_time_is_the_union_of_the_spans(spans, seconds):
+    assert busy_seconds(spans) == pytest.approx(seconds)
