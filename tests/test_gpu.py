@@ -3,10 +3,12 @@
 
 import importlib
 
+import numpy as np
 import pytest
 import torch
 from test_flash_attention import assert_matches_reference, inputs
 
+from bench import devicetime
 from bench.attention import ATTENTION
 from bench.cases import AttentionCase, Case
 from bench.harness import Settings, model_workload, run_case
@@ -22,12 +24,39 @@ flash_attention_module = importlib.import_module("kernels.flash_attention")
 
 
 @pytest.mark.parametrize("n", TIMER_SIZES["cuda"], ids=["0.1ms", "5ms", "100ms"])
-def test_harness_median_agrees_with_cuda_events_and_do_bench(n):
+def test_harness_median_and_device_time_agree_with_do_bench(n):
     row = timer_row(n, GPU)
-    print(f"\n{row['case']}: harness {row['harness_ms']:.4f} ms, events {row['events_ms']:.4f} ms, do_bench "
-          f"{row['do_bench_ms']:.4f} ms, overhead {row['overhead_us']:.1f} us per round")
-    assert abs(row["harness_vs_events_pct"]) <= TIMER_AGREEMENT_PCT
+    print(f"\n{row['case']}: harness {row['harness_ms']:.4f} ms, device ({row['device_method']}) "
+          f"{row['device_ms']:.4f} ms, do_bench {row['do_bench_ms']:.4f} ms, host overhead {row['overhead_us']:.1f} us")
+    assert row["device_method"] == "graph"
+    assert abs(row["device_vs_do_bench_pct"]) <= TIMER_AGREEMENT_PCT
     assert abs(row["harness_vs_do_bench_pct"]) <= TIMER_AGREEMENT_PCT
+
+
+def test_a_step_the_graph_cannot_capture_is_timed_by_the_profiler_alike():
+    a, b = (torch.randn(4096, 4096, device=GPU, dtype=torch.bfloat16) for _ in range(2))
+    out = torch.empty(1, device=GPU)
+
+    def captured() -> None:
+        out.copy_((a @ b)[0, :1])
+
+    def synced() -> None:  # reads a value on the host: no capture
+        captured()
+        out.item()
+
+    graph = devicetime.measure_device(captured, GPU, iterations=10, rounds=10)
+    profiled = devicetime.measure_device(synced, GPU, iterations=10, rounds=10)
+    print(f"\ngraph {np.median(graph.rounds_s) * 1e3:.4f} ms, profiler {np.median(profiled.rounds_s) * 1e3:.4f} ms "
+          f"({profiled.note})")
+    assert (graph.method, profiled.method) == ("graph", "profiler") and profiled.note.startswith("not captured")
+    assert np.median(profiled.rounds_s) == pytest.approx(np.median(graph.rounds_s), rel=0.05)
+
+
+def test_a_launch_bound_case_is_marked_host_bound_and_a_large_matmul_device_bound(benchmark):
+    tiny = run_case(AttentionCase("naive", "fwd", "bf16", 64, 64, False, 1, 1), benchmark, FAST_GPU)
+    assert (tiny.status, tiny.figures["bound"]) == ("ok", "host"), tiny.reason
+    big = run_case(AttentionCase("sdpa", "fwd", "bf16", 8192, 128, False, 8, 16), benchmark, FAST_GPU)
+    assert (big.status, big.figures["bound"], big.device_method) == ("ok", "device", "graph"), big.reason
 
 
 @pytest.fixture
