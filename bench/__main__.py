@@ -59,8 +59,8 @@ def _gate(args: argparse.Namespace) -> int:
     from bench.gate import gate, write_step_summary
 
     threshold = None if args.threshold is None else args.threshold / 100
-    result = gate(args.baseline, args.candidate, threshold=threshold, alpha=args.alpha, reports_dir=args.reports_dir,
-                  allow_different_env=args.allow_different_env, strict=args.strict)
+    result = gate(args.baseline, args.candidate, threshold=threshold, metric=args.metric,
+                  reports_dir=args.reports_dir, allow_different_env=args.allow_different_env, strict=args.strict)
     table = result.markdown(args.baseline, args.candidate)
     print(table)
     write_step_summary(table)
@@ -80,7 +80,7 @@ def _ab(args: argparse.Namespace) -> int:
     threshold = None if args.threshold is None else args.threshold / 100
     result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=threshold,
                 alpha=args.alpha, python_a=args.python_a, python_b=args.python_b,
-                log=lambda line: print(line, file=sys.stderr, flush=True), instructions=args.instructions)
+                log=lambda line: print(line, file=sys.stderr, flush=True), metric=args.metric)
     table = result.markdown()
     print(table)
     write_step_summary(table)
@@ -183,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("baseline", help="run folder, run-id, or pytest-benchmark JSON saved with raw data")
     gate.add_argument("candidate", help="the same, for the run under test")
     gate.add_argument("--threshold", type=float, default=None, metavar="PCT",
-                      help="smallest slowdown in percent that may fail (default: 25 on GPU runs, 50 on CPU runs)")
-    gate.add_argument("--alpha", type=float, default=0.01,
-                      help="chance of any false alarm over all cases (default 0.01; Holm's correction)")
+                      help="smallest slowdown in percent that fails (default: 5 on GPU device time, 25 on GPU host "
+                           "time, 50 on CPU runs)")
+    gate.add_argument("--metric", choices=("device", "host"), default="device",
+                      help="device: the GPU's own time where both runs measured it, else host time (default); "
+                           "host: end-to-end host time")
     gate.add_argument("--allow-different-env", action="store_true",
                       help="compare runs whose device, torch version or size differ (refused otherwise)")
     gate.add_argument("--strict", action="store_true", help="fail when a baseline case is missing from the candidate")
@@ -202,17 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     paired.add_argument("baseline", help="git revision of this checkout for side A (e.g. main)")
     paired.add_argument("candidate", help="git revision for side B (e.g. HEAD; the same as A with --python-b)")
     paired.add_argument("--pairs", type=int, default=None,
-                        help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS}; "
-                             f"{ab.INSTRUCTION_PAIRS} with --instructions)")
+                        help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS['cuda']} on a GPU, "
+                             f"{ab.DEFAULT_PAIRS['cpu']} on a CPU; {ab.INSTRUCTION_PAIRS} with --instructions)")
     paired.add_argument("--threshold", type=float, default=None, metavar="PCT",
-                        help=f"smallest slowdown in percent that may fail (default {ab.DEFAULT_THRESHOLD * 100:.0f}; "
+                        help=f"the slowdown in percent worth catching; a case is slower from half of it when "
+                             f"significant (default {ab.DEFAULT_THRESHOLD * 100:.0f}; "
                              f"{ab.INSTRUCTION_THRESHOLD * 100:.0f} with --instructions)")
-    paired.add_argument("--instructions", action="store_true",
+    paired.add_argument("--metric", choices=ab.METRICS, default="device",
+                        help="device: the GPU's own time where every process measured it, else host time "
+                             "(default); host: end-to-end host time; instructions: as --instructions")
+    paired.add_argument("--instructions", dest="metric", action="store_const", const="instructions",
                         help="gate on instruction counts under valgrind's callgrind (CPU, single-threaded) instead "
                              "of time: deterministic, so a 1%% change shows; minutes a process")
     paired.add_argument("--alpha", type=float, default=ab.DEFAULT_ALPHA,
-                        help=f"chance of any false alarm in each of the two rounds a slowdown must fail "
-                             f"(default {ab.DEFAULT_ALPHA})")
+                        help=f"chance of any false alarm over the cases (default {ab.DEFAULT_ALPHA}; Holm)")
     paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
     paired.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")

@@ -1,11 +1,18 @@
 """Paired A/B timing, as asv's `continuous` does: `python -m bench ab BASE CANDIDATE -- SWEEP OPTIONS` runs
 two git revisions of this checkout (worktrees sharing the installed environment), or one revision under
-two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side and
-take turns (bench/turns.py), so A and B time each case back to back, under the same host speed. What
-moves between pairs is the processes (clocks, placement, algorithm choices), so a process's median per
-case is the unit of evidence: each case's verdict comes from the log-ratios of its pairs (a t interval),
-with Holm's correction over the cases, and a case found slower fails only if K more pairs find it slower
-again.
+two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side, pinned
+to the same CPUs, and take turns (bench/turns.py): A and B time each case back to back, in the same
+iterations and rounds, under the same host speed, and neither builds, counts or profiles on the device
+while the other times. What moves between pairs is the processes (clocks, placement, algorithm choices),
+so a process's median per case is the unit of evidence: each case's verdict comes from the log-ratios of
+its pairs (a t interval), with Holm's correction over the cases.
+
+Each case is judged on one metric: `device` (the default) is the GPU's own time where every process
+measured it (bench/devicetime.py) and the host's time otherwise (on a CPU they are the same); `host` is the
+end-to-end time. A case is slower when its mean log-ratio is significant (Holm-adjusted p below alpha, the
+interval above 1) and its ratio above 1 + half the threshold, so a real change of the threshold's size is
+caught most of the time rather than half of it. A case found slower on host time fails only if K more
+pairs find it slower again (host time drifts between pairs; device time hardly does).
 
 With `instructions`, each process runs the sweep under valgrind's callgrind and a case's value is its
 instruction count per step (bench/instructions.py): deterministic to well under 1 %, so one pair
@@ -28,22 +35,40 @@ import pandas as pd
 from scipy import stats
 
 from bench import turns
-from bench.gate import broken_cases, holm
+from bench.gate import broken_cases
 from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
+from bench.options import OptionError, resolve_device
 from bench.rundir import RunError, load_results, load_rounds, sweep_options
 from bench.turns import SIDES
 
-DEFAULT_PAIRS = 16  # enough to find 10 % twice over through the ~8 % pair-to-pair spread of the 2-core CI machine
-DEFAULT_ALPHA = 0.05  # per round; a slower case must be found in both rounds, so a false alarm's chance is ~alpha^2
-DEFAULT_THRESHOLD = 0.05  # process medians of one revision drift far less than single runs' rounds do
+METRICS = ("device", "host", "instructions")
+# Pairs by the sweep's device. CPU: enough to find 10 % twice over through the ~8 % pair-to-pair spread of the
+# 2-core CI machine. GPU: device time spreads ~1 % between processes (GPU-bound H200 cases agreed within
+# 0.35-1.6 %), where 4 pairs put a 5 % change outside a t interval of about +-1.6 %.
+DEFAULT_PAIRS = {"cpu": 16, "cuda": 4}
+DEFAULT_ALPHA = 0.05  # chance of any false alarm over the cases (Holm)
+DEFAULT_THRESHOLD = 0.05  # the change worth catching; a case is slower from half of it, when significant
+MIN_EFFECT = 0.5  # of the threshold: the smallest ratio - 1 a slower (or faster) verdict needs
 INSTRUCTION_PAIRS = 1
 INSTRUCTION_THRESHOLD = 0.01
 POWER = 0.8  # for the minimum detectable effect
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: rejecting where the adjusted p is below alpha keeps the chance of any
+    false rejection among all of them at alpha."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
 @dataclass(frozen=True)
 class PairVerdict:
     case: str
+    metric: str  # device, host or instructions: what the pairs' values are
     pairs: int
     ratio: float  # geometric mean of candidate / baseline process medians over the pairs
     ci_low: float
@@ -64,9 +89,10 @@ def log_ratio_test(base: np.ndarray, cand: np.ndarray) -> float:
 
 
 def judge_pairs(case: str, base: np.ndarray, cand: np.ndarray, threshold: float, alpha: float,
-                p_value: float) -> PairVerdict:
-    """Slower or faster when the mean log-ratio is beyond the threshold, its interval clear of 0 and the
-    (adjusted) p below alpha; inconclusive when the pairs could not detect a change of the threshold's size."""
+                p_value: float, metric: str = "host") -> PairVerdict:
+    """Slower or faster when the (adjusted) p is below alpha, the interval clear of 1 and the mean log-ratio
+    beyond MIN_EFFECT of the threshold; inconclusive when the pairs could not detect a change of the
+    threshold's size; unchanged otherwise."""
     logs = np.log(cand / base)
     k = logs.size
     mean = float(logs.mean())
@@ -77,32 +103,46 @@ def judge_pairs(case: str, base: np.ndarray, cand: np.ndarray, threshold: float,
     mde = math.expm1((t_alpha + t_power) * se) if se < math.inf else math.inf
     ratio = math.exp(mean)
     significant = p_value < alpha
-    if ratio > 1 + threshold and low > 1 and significant:
+    effect = 1 + MIN_EFFECT * threshold
+    if ratio > effect and low > 1 and significant:
         verdict = "slower"
-    elif ratio < 1 / (1 + threshold) and high < 1 and significant:
+    elif ratio < 1 / effect and high < 1 and significant:
         verdict = "faster"
     elif mde > threshold:
         verdict = "inconclusive"
     else:
         verdict = "unchanged"
-    return PairVerdict(case, k, ratio, low, high, p_value, mde, verdict)
+    return PairVerdict(case, metric, k, ratio, low, high, p_value, mde, verdict)
 
 
-def judge_all(medians: pd.DataFrame, threshold: float, alpha: float) -> list[PairVerdict]:
-    """Every case with a median on both sides in every pair; `medians` has columns case, pair, side, median_s."""
-    table = medians.pivot_table(index=["case", "pair"], columns="side", values="median_s").dropna()
+def judge_all(values: pd.DataFrame, threshold: float, alpha: float) -> list[PairVerdict]:
+    """Every case with a value on both sides in every pair; `values` has columns case, pair, side, value
+    and metric (one per case)."""
+    table = values.pivot_table(index=["case", "pair"], columns="side", values="value").dropna()
+    metric = values.groupby("case")["metric"].first()
     cases = [(case, group["A"].to_numpy(), group["B"].to_numpy()) for case, group in table.groupby(level="case")]
     p_values = holm([log_ratio_test(base, cand) for _, base, cand in cases])
-    return [judge_pairs(case, base, cand, threshold, alpha, p)
+    return [judge_pairs(case, base, cand, threshold, alpha, p, metric[case])
             for (case, base, cand), p in zip(cases, p_values, strict=True)]
 
 
+def judged_values(medians: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One value per case and process: the device's time for the cases where every process measured it
+    (metric `device`), the host's median otherwise; with the metric each case was judged on."""
+    if metric == "instructions":
+        return medians.assign(value=medians["instructions"], metric="instructions")
+    on_device = medians.groupby("case")["device_s"].transform(lambda d: d.notna().all()) if metric == "device" \
+        else pd.Series(False, index=medians.index)
+    return medians.assign(value=medians["device_s"].where(on_device, medians["host_s"]),
+                          metric=np.where(on_device, "device", "host"))
+
+
 def judge_counts(counts: pd.DataFrame, threshold: float) -> list[PairVerdict]:
-    """Instruction counts (columns case, pair, side, instructions): slower or faster when the ratio of the
+    """Instruction counts (columns case, pair, side, value): slower or faster when the ratio of the
     sides' medians is beyond the threshold and their ranges do not overlap; inconclusive when a side's
     counts spread by the threshold or more. The interval is the range of B/A over all counts; `mde` holds
     the larger side's spread (max / min - 1)."""
-    table = counts.pivot_table(index=["case", "pair"], columns="side", values="instructions").dropna()
+    table = counts.pivot_table(index=["case", "pair"], columns="side", values="value").dropna()
     verdicts = []
     for case, group in table.groupby(level="case"):
         base, cand = group["A"].to_numpy(), group["B"].to_numpy()
@@ -117,7 +157,7 @@ def judge_counts(counts: pd.DataFrame, threshold: float) -> list[PairVerdict]:
             verdict = "inconclusive"
         else:
             verdict = "unchanged"
-        verdicts.append(PairVerdict(case, len(base), ratio, low, high, math.nan, spread, verdict))
+        verdicts.append(PairVerdict(case, "instructions", len(base), ratio, low, high, math.nan, spread, verdict))
     return verdicts
 
 
@@ -131,14 +171,14 @@ class ABRun:
     sweep_args: list[str]
     out: Path
     log: Callable[[str], None] = print
-    instructions: bool = False  # run under callgrind and keep each case's instruction count
+    metric: str = "device"  # instructions: run under callgrind and keep each case's instruction count
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # variables for one side's processes
     medians: list[dict] = field(default_factory=list)
     statuses: list[dict] = field(default_factory=list)
 
     @property
-    def value(self) -> str:
-        """What each process gives per case: its median seconds, or its instructions per step."""
-        return "instructions" if self.instructions else "median_s"
+    def instructions(self) -> bool:
+        return self.metric == "instructions"
 
     def run_pairs(self, pairs: int, name: str = "first", only: list[str] | None = None) -> None:
         """K pairs, each two fresh pytest processes side by side that take turns timing each case (under
@@ -165,7 +205,7 @@ class ABRun:
             for side in SIDES:
                 command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
                            "--benchmark-only", "-q", "-p", "no:cacheprovider", *sweep_options(run_ids[side], self.out)]
-                env = {**os.environ, "PYTHONPATH": str(self.roots[side])}
+                env = {**os.environ, **self.envs.get(side, {}), "PYTHONPATH": str(self.roots[side])}
                 passed: tuple[int, ...] = ()
                 if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
                     dumps = self.out / f"{run_ids[side]}.callgrind"
@@ -178,7 +218,7 @@ class ABRun:
                     env[turns.ENV] = f"{to_child},{from_child}"
                 with open(self.out / f"{run_ids[side]}.log", "w") as log:
                     procs[side] = subprocess.Popen(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
-                                                   env=env, pass_fds=passed)
+                                                   env=env, pass_fds=passed, preexec_fn=_pin)
             if pipes:
                 for (to_child, _), (_, from_child) in pipes.values():  # the children's ends: theirs alone now
                     os.close(to_child)
@@ -202,58 +242,82 @@ class ABRun:
         if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
             raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; see {self.out / run_id}.log)")
         results = load_results(self.out / run_id)
+        ok = results[results["status"] == "ok"].set_index("case_id")
+        key = {"round": name, "pair": pair, "side": side}
         if self.instructions:
-            ok = results[results["status"] == "ok"]
-            values = dict(zip(ok["case_id"], ok["instructions"].astype(float), strict=True))
-        else:
-            values = {case: float(np.median(r)) for case, r in load_rounds(self.out / run_id)[0].items()}
-        self.medians += [{"round": name, "pair": pair, "side": side, "case": case, self.value: value}
-                         for case, value in values.items()]
+            self.medians += [{**key, "case": case, "instructions": float(count)}
+                             for case, count in ok["instructions"].items()]
+        else:  # a device time where the GPU's own was measured (older revisions write none)
+            measured = ok["device_method"].isin(["graph", "profiler"]) if "device_method" in ok else False
+            device = ok["device_s"].where(measured) if "device_s" in ok else pd.Series(dtype=float)
+            self.medians += [{**key, "case": case, "host_s": float(np.median(r)),
+                              "device_s": float(device.get(case, math.nan))}
+                             for case, r in load_rounds(self.out / run_id)[0].items()]
         self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
                            "status": row.status, "reason": row.reason} for row in results.itertuples()]
 
+    def judge(self, name: str, threshold: float, alpha: float, only: list[str] | None = None) -> list[PairVerdict]:
+        """The verdicts of one round of pairs (of the cases `only`, if given)."""
+        values = self.frame(name)
+        values = values[values["case"].isin(only)] if only else values
+        return judge_counts(values, threshold) if self.instructions else judge_all(values, threshold, alpha)
+
     def frame(self, name: str = "first") -> pd.DataFrame:
-        """The medians of one round of pairs."""
+        """The values judged of one round of pairs (judged_values)."""
         frame = pd.DataFrame(self.medians)
-        return frame[frame["round"] == name]
+        return judged_values(frame[frame["round"] == name], self.metric)
+
+
+def _pin() -> None:
+    """In each sweep process: run on the CPUs ab itself may use, both sides on the same ones (a side on
+    other cores would see other caches and clocks)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0)))
 
 
 @dataclass(frozen=True)
 class ABResult:
     verdicts: list[PairVerdict]
-    confirmed: dict[str, PairVerdict]  # the slower cases' verdicts from the confirming pairs
+    confirmed: dict[str, PairVerdict]  # the host-time slower cases' verdicts from the re-run pairs
     broken: dict[str, str]  # case -> status and reason on B where A was ok
     threshold: float
     alpha: float
     labels: tuple[str, str]
-    instructions: bool = False
+    metric: str = "device"
+
+    @property
+    def failing(self) -> list[PairVerdict]:
+        """The slower cases that fail: on host time only when the re-run found them slower again."""
+        return [v for v in self.verdicts if v.verdict == "slower"
+                and (v.metric != "host" or getattr(self.confirmed.get(v.case), "verdict", "") == "slower")]
 
     @property
     def failed(self) -> bool:
-        return bool(self.broken or any(v.verdict == "slower" for v in self.confirmed.values()))
+        return bool(self.broken or self.failing)
 
     def markdown(self) -> str:
         base, cand = self.labels
+        instructions = self.metric == "instructions"
         counts = ", ".join(f"{sum(v.verdict == name for v in self.verdicts)} {name}"
                            for name in ("slower", "faster", "unchanged", "inconclusive"))
-        confirmed = sum(v.verdict == "slower" for v in self.confirmed.values())
-        if self.instructions:
-            how = f"threshold {self.threshold:.0%}; callgrind's instruction counts, which need no confirming"
+        if instructions:
+            how = f"threshold {self.threshold:.0%}; callgrind's instruction counts, which need no re-run"
             header = ["| case | verdict | pairs | ratio B/A | range of ratio | count spread |",
                       "| --- | --- | ---: | ---: | --- | ---: |"]
         else:
-            how = f"threshold {self.threshold:.0%}, alpha {self.alpha}, Holm-adjusted; per-process medians, paired"
-            header = ["| case | verdict | pairs | ratio B/A | CI of ratio | p (t, Holm) | detectable | confirmed |",
-                      "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+            how = (f"threshold {self.threshold:.0%}, slower from {MIN_EFFECT * self.threshold:.1%} when significant; "
+                   f"alpha {self.alpha}, Holm-adjusted; per-process medians, paired; slower on host time re-run")
+            header = ["| case | verdict | time | pairs | ratio B/A | CI of ratio | p (t, Holm) | detectable | re-run |",
+                      "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
         lines = [f"### archbench ab: {cand} (B) vs {base} (A)", "",
-                 f"{counts} of {len(self.verdicts)} cases; {confirmed} of {len(self.confirmed)} slower confirmed; "
-                 f"{len(self.broken)} broken ({how}).", "", *header]
+                 f"{counts} of {len(self.verdicts)} cases; {len(self.failing)} slower fail; {len(self.broken)} "
+                 f"broken ({how}).", "", *header]
         for v in sorted(self.verdicts, key=lambda v: -v.ratio):
             again = self.confirmed.get(v.case)
-            digits = 4 if self.instructions else 3  # a 1 % threshold needs the fourth
-            cells = [f"`{v.case}`", v.verdict, str(v.pairs), f"{v.ratio:.{digits}f}",
-                     f"{v.ci_low:.{digits}f}-{v.ci_high:.{digits}f}"]
-            cells += ([f"{v.mde:.3%}"] if self.instructions else
+            digits = 4 if instructions else 3  # a 1 % threshold needs the fourth
+            cells = [f"`{v.case}`", v.verdict, *([] if instructions else [v.metric]), str(v.pairs),
+                     f"{v.ratio:.{digits}f}", f"{v.ci_low:.{digits}f}-{v.ci_high:.{digits}f}"]
+            cells += ([f"{v.mde:.3%}"] if instructions else
                       [f"{v.p_value:.2g}", f"±{v.mde:.1%}", again.verdict if again else ""])
             lines.append("| " + " | ".join(cells) + " |")
         if self.broken:
@@ -269,16 +333,36 @@ def _worktree(repo: Path, ref: str, into: Path) -> Path:
     return into
 
 
+def sweep_device(sweep_args: list[str]) -> str:
+    """The device type the sweep's processes time on: its --device, auto (a GPU where there is one) unless
+    given."""
+    value = "auto"
+    for arg, following in zip(sweep_args, [*sweep_args[1:], None], strict=True):
+        if arg == "--device" and following is not None:
+            value = following
+        elif arg.startswith("--device="):
+            value = arg.split("=", 1)[1]
+    try:
+        return resolve_device(value).type
+    except OptionError as err:
+        raise RunError(str(err)) from None
+
+
 def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int | None = None,
        threshold: float | None = None, alpha: float = DEFAULT_ALPHA, python_a: str = sys.executable,
        python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print,
-       instructions: bool = False) -> ABResult:
+       metric: str = "device", envs: dict[str, dict[str, str]] | None = None) -> ABResult:
     """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K pairs of processes
-    into `out`, judge every case, confirm the slower ones (timing), or judge their instruction counts
-    (`instructions`). `pairs` and `threshold` default by mode."""
+    into `out` and judge every case on `metric` (device, host or instructions), re-running the slower ones
+    judged on host time. `pairs` and `threshold` default by metric and device; `envs` adds environment
+    variables to one side's processes."""
     repo = repo or Path.cwd()
     out = out.resolve()  # each side's sweep runs in its own worktree: a relative folder would land there
-    pairs = (INSTRUCTION_PAIRS if instructions else DEFAULT_PAIRS) if pairs is None else pairs
+    if metric not in METRICS:
+        raise RunError(f"--metric must be one of {', '.join(METRICS)}, got {metric}")
+    instructions = metric == "instructions"
+    pairs = (INSTRUCTION_PAIRS if instructions else DEFAULT_PAIRS[sweep_device(sweep_args)]) if pairs is None \
+        else pairs
     threshold = (INSTRUCTION_THRESHOLD if instructions else DEFAULT_THRESHOLD) if threshold is None else threshold
     least = 1 if instructions else 2  # a t interval needs two pairs; a count does not
     if pairs < least:
@@ -300,19 +384,15 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
             pythons = {"A": python_a, "B": python_b}
             labels = {side: ref + (f" with {pythons[side]}" if python_a != python_b else "")
                       for side, ref in (("A", base), ("B", candidate))}
-            run = ABRun(roots, pythons, labels, sweep_args, out, log, instructions)
+            run = ABRun(roots, pythons, labels, sweep_args, out, log, metric, envs or {})
             run.run_pairs(pairs)
-            if instructions:
-                verdicts = judge_counts(run.frame(), threshold)
-            else:
-                verdicts = judge_all(run.frame(), threshold, alpha)
-            slower = [v.case for v in verdicts if v.verdict == "slower"]
-            confirmed = {v.case: v for v in verdicts if v.verdict == "slower"} if instructions else {}
-            if slower and not instructions:
-                log(f"ab: {len(slower)} slower; confirming with {pairs} more pairs of those cases")
-                run.run_pairs(pairs, name="confirm", only=slower)
-                again = run.frame("confirm")
-                confirmed = {v.case: v for v in judge_all(again[again["case"].isin(slower)], threshold, alpha)}
+            verdicts = run.judge("first", threshold, alpha)
+            again = [v.case for v in verdicts if v.verdict == "slower" and v.metric == "host"]
+            confirmed = {}
+            if again:
+                log(f"ab: {len(again)} slower on host time; re-running {pairs} more pairs of those cases")
+                run.run_pairs(pairs, name="confirm", only=again)
+                confirmed = {v.case: v for v in run.judge("confirm", threshold, alpha, only=again)}
         finally:
             for root in roots.values():
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(root)],
@@ -321,6 +401,6 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
     statuses = pd.DataFrame(run.statuses)
     side_a, side_b = (statuses[statuses["side"] == side] for side in ("A", "B"))
     broken = broken_cases(side_a.loc[side_a["status"] == "ok", "case_id"], side_b)
-    result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate), instructions)
+    result = ABResult(verdicts, confirmed, broken, threshold, alpha, (base, candidate), metric)
     (out / "ab.md").write_text(result.markdown())
     return result

@@ -1,5 +1,7 @@
 """Runs from different machines (or software) side by side: the same cases lined up, throughput ratios
-against the first run, and the same ratios normalised by each machine's calibrated peak."""
+against the first run, and the same ratios normalised by each machine's calibrated peak. Where every run
+measured a case's device time (a GPU's own time, bench/devicetime.py), the ratios are of it: a host-bound
+case's end-to-end time follows the host's CPU, and comparing it compares CPUs."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pandas as pd
 
 from bench.calibrate import peak_tflops
 from bench.plotting import plt, save
+from bench.row import DEVICE_BOUND_SHARE
 from bench.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
 
 KEY = ["case_id", "kind", "model", "phase", "precision", "batch", "attention"]
@@ -44,14 +47,26 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
     missing = sorted(everything - set(common))
     first = tables[0].loc[common]
     lined = first[KEY[1:]].copy()
-    for label, table in zip(labels, tables, strict=True):
+    device = [_device_seconds(table.loc[common]) for table in tables]
+    on_device = pd.concat(device, axis=1).notna().all(axis=1)
+    lined["time"] = np.where(on_device, "device", "host")
+    lined["host-bound"] = pd.concat([table.loc[common, "bound"] == "host" for table in tables], axis=1).any(axis=1)
+    compared = [device_s.where(on_device, table.loc[common, "median_s"]) for device_s, table in zip(device, tables,
+                                                                                                    strict=True)]
+    for label, table, seconds, device_s in zip(labels, tables, compared, device, strict=True):
         rows = table.loc[common]
         lined[f"median_ms | {label}"] = rows["median_s"] * 1e3
+        lined[f"device_ms | {label}"] = device_s * 1e3
         lined[f"samples/s | {label}"] = rows["samples_per_s"]
-        ratio = rows["samples_per_s"] / first["samples_per_s"]
+        ratio = compared[0] / seconds
         lined[f"x first | {label}"] = ratio
         lined[f"x first / peak | {label}"] = ratio / (rows["peak_tflops"] / first["peak_tflops"])
     return lined.reset_index(), labels, missing
+
+
+def _device_seconds(rows: pd.DataFrame) -> pd.Series:
+    """A run's device time per case where it measured the GPU's own (graph or profiler), else NaN."""
+    return pd.to_numeric(rows["device_s"], errors="coerce").where(rows["device_method"].isin(["graph", "profiler"]))
 
 
 def model_summary(lined: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -88,6 +103,10 @@ def write_comparison(runs: list[str], reports_dir: Path = REPORTS_DIR) -> Path:
     summary = model_summary(lined, labels)
     save(plot_summary(summary, labels), out / "compare.png", dpi=110)
     runs_line = "; ".join(labels) + f". {len(lined)} cases ran ok in every run."
+    on_device = int((lined["time"] == "device").sum())
+    runs_line += (f" Ratios of device time (the GPU's own) for {on_device} cases, of host time for the rest"
+                  f"; {int(lined['host-bound'].sum())} cases host-bound in some run (the GPU busy under "
+                  f"{DEVICE_BOUND_SHARE:.0%} of a step): their host times compare the machines' CPUs, not GPUs.")
     missing_line = "Missing or not ok in some run: " + ", ".join(missing) if missing else ""
     tables = [("Geometric mean of the ratios per model", summary.reset_index()), ("Every case", lined)]
     markdown = ["# archbench compare", f"Runs: {runs_line}"]

@@ -11,10 +11,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import mannwhitneyu
 
 from bench.__main__ import main
-from bench.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, ab, judge_all, judge_counts, judge_pairs, log_ratio_test
+from bench.ab import (
+    DEFAULT_ALPHA,
+    DEFAULT_PAIRS,
+    DEFAULT_THRESHOLD,
+    ABResult,
+    PairVerdict,
+    ab,
+    holm,
+    judge_all,
+    judge_counts,
+    judge_pairs,
+    judged_values,
+    log_ratio_test,
+    sweep_device,
+)
 from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +64,7 @@ def test_pairs_of_process_medians_keep_the_false_alarm_rate_near_alpha_where_poo
 # The defaults: 16 pairs at alpha 0.05 through 6 % process noise (pairs' log-ratios spread by ~8.5 %, as
 # measured on the 2-core CI machine with processes taking turns).
 @pytest.mark.parametrize(("process_noise", "pairs", "alpha"), [(0.02, 6, 0.01), (0.03, 10, 0.01),
-                                                               (0.06, DEFAULT_PAIRS, DEFAULT_ALPHA)])
+                                                               (0.06, DEFAULT_PAIRS["cpu"], DEFAULT_ALPHA)])
 def test_pairs_find_a_10_percent_slowdown_twice_over_through_process_noise(process_noise, pairs, alpha):
     """A slowdown fails only when the confirming pairs find it too: both rounds must catch it."""
     rng = np.random.default_rng(1)
@@ -60,6 +75,39 @@ def test_pairs_find_a_10_percent_slowdown_twice_over_through_process_noise(proce
         return judge_pairs("c", a, b, threshold=0.05, alpha=alpha, p_value=log_ratio_test(a, b)).verdict == "slower"
 
     assert sum(caught() and caught() for _ in range(100)) >= 90
+
+
+def gpu_processes(rng, pairs, shift=1.0):
+    """Process medians of device time on a GPU: 1 % between processes (GPU-bound H200 cases agreed within
+    0.35-1.6 % across runs), and rounds that hardly move within one."""
+    return np.array([np.median(x) for x in processes(rng, pairs, shift, process_noise=0.01, rounds=20,
+                                                     autocorrelation=0.5)])
+
+
+def test_with_the_gpu_defaults_a_5_percent_slowdown_is_caught_and_an_a_a_run_stays_quiet():
+    """What README states for the defaults on a GPU (4 pairs, threshold 5 %, alpha 0.05, device time): in
+    200 simulated runs of each through 1 % process noise, a 5 % slowdown is found slower in at least 95 %
+    and no A/A run is; the old rule (ratio beyond the whole threshold) caught about half."""
+    rng = np.random.default_rng(2)
+
+    def verdict(shift: float) -> PairVerdict:
+        a, b = gpu_processes(rng, DEFAULT_PAIRS["cuda"]), gpu_processes(rng, DEFAULT_PAIRS["cuda"], shift)
+        return judge_pairs("c", a, b, DEFAULT_THRESHOLD, DEFAULT_ALPHA, log_ratio_test(a, b), metric="device")
+
+    slowed = [verdict(1.05) for _ in range(200)]
+    assert sum(v.verdict == "slower" for v in slowed) >= 190
+    assert 0.3 <= np.mean([v.ratio > 1 + DEFAULT_THRESHOLD for v in slowed]) <= 0.7  # the old rule's catch
+    assert sum(verdict(1.0).verdict == "slower" for _ in range(200)) == 0
+
+
+def test_a_significant_change_under_half_the_threshold_is_not_slower():
+    base = np.ones(6)
+    cand = np.exp(np.array([0.020, 0.021, 0.019, 0.020, 0.021, 0.019]))  # 2 %, clearly real
+    verdict = judge_pairs("c", base, cand, 0.05, 0.05, log_ratio_test(base, cand))
+    assert verdict.ci_low > 1 and verdict.verdict == "unchanged"
+    faster = judge_pairs("c", base, 1 / cand, 0.05, 0.05, log_ratio_test(base, 1 / cand))
+    assert faster.ci_high < 1 and faster.verdict == "unchanged"
+    assert judge_pairs("c", base, cand * 1.01, 0.05, 0.05, log_ratio_test(base, cand * 1.01)).verdict == "slower"
 
 
 def test_the_interval_and_the_detectable_effect_by_hand():
@@ -82,17 +130,62 @@ def test_too_few_or_too_noisy_pairs_are_inconclusive_and_identical_ones_unchange
 
 
 def test_judge_all_pairs_processes_by_pair_and_adjusts_over_cases():
-    rows = [{"case": case, "pair": k, "side": side, "median_s": value}
+    rows = [{"case": case, "pair": k, "side": side, "value": value, "metric": "host"}
             for case, shift in (("slow", 1.5), ("same", 1.0)) for k in range(4)
             for side, value in (("A", 1.0 + 0.01 * k), ("B", shift * (1.0 + 0.01 * k) * (1 + 0.001 * k)))]
     verdicts = {v.case: v for v in judge_all(pd.DataFrame(rows), threshold=0.05, alpha=0.01)}
     assert verdicts["slow"].verdict == "slower" and verdicts["same"].verdict == "unchanged"
     assert verdicts["slow"].ratio == pytest.approx(1.5, rel=0.01) and verdicts["slow"].pairs == 4
+    assert verdicts["slow"].metric == "host"
+
+
+def test_device_time_is_judged_where_every_process_measured_it_and_host_time_elsewhere():
+    medians = pd.DataFrame([
+        {"case": "gpu", "pair": 0, "side": "A", "host_s": 3.0, "device_s": 1.0},
+        {"case": "gpu", "pair": 0, "side": "B", "host_s": 3.1, "device_s": 1.1},
+        {"case": "old", "pair": 0, "side": "A", "host_s": 2.0, "device_s": np.nan},  # a revision before device time
+        {"case": "old", "pair": 0, "side": "B", "host_s": 2.2, "device_s": 0.5},
+    ])
+    judged = judged_values(medians, "device").set_index(["case", "side"])
+    assert judged["value"].to_dict() == {("gpu", "A"): 1.0, ("gpu", "B"): 1.1, ("old", "A"): 2.0, ("old", "B"): 2.2}
+    assert judged["metric"].to_dict() == {("gpu", "A"): "device", ("gpu", "B"): "device", ("old", "A"): "host",
+                                          ("old", "B"): "host"}
+    host = judged_values(medians, "host")
+    assert list(host["value"]) == [3.0, 3.1, 2.0, 2.2] and set(host["metric"]) == {"host"}
+
+
+def verdict_of(case, metric, verdict):
+    return PairVerdict(case, metric, 4, 1.1, 1.05, 1.15, 0.001, 0.03, verdict)
+
+
+def test_slower_on_device_time_fails_at_once_and_on_host_time_only_when_the_re_run_agrees():
+    device, host = verdict_of("d", "device", "slower"), verdict_of("h", "host", "slower")
+    result = ABResult([device, host], {"h": verdict_of("h", "host", "unchanged")}, {}, 0.05, 0.05, ("a", "b"))
+    assert result.failing == [device] and result.failed
+    assert not ABResult([host], {}, {}, 0.05, 0.05, ("a", "b")).failed  # slower once on host time: not enough
+    table = result.markdown()
+    assert "2 slower, 0 faster, 0 unchanged, 0 inconclusive of 2 cases; 1 slower fail; 0 broken" in table
+    assert "slower from 2.5% when significant" in table
+    assert "| `d` | slower | device | 4 | 1.100 | 1.050-1.150 | 0.001 | ±3.0% |  |" in table
+    assert "| `h` | slower | host | 4 | 1.100 | 1.050-1.150 | 0.001 | ±3.0% | unchanged |" in table
+
+
+def test_the_sweep_s_device_decides_the_default_pairs():
+    assert sweep_device(["bench", "--device", "cpu"]) == "cpu" and sweep_device(["--device=cpu"]) == "cpu"
+    assert sweep_device(["bench"]) == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
+    with pytest.raises(RunError, match="^--device: unknown value 'tpu'"):
+        sweep_device(["--device", "tpu"])
+
+
+def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002]) and holm([]) == []
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped: a probability
 
 
 def counts(values: dict[str, tuple[list[float], list[float]]]) -> pd.DataFrame:
     """Instruction counts per case: (side A's, side B's), a pair per position."""
-    return pd.DataFrame([{"case": case, "pair": k, "side": side, "instructions": count}
+    return pd.DataFrame([{"case": case, "pair": k, "side": side, "value": count}
                          for case, sides in values.items() for side, side_counts in zip("AB", sides, strict=True)
                          for k, count in enumerate(side_counts)])
 
@@ -164,13 +257,13 @@ def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_cas
     assert done.returncode == 1, done.stderr
     assert lines[0] == "ab: pair 1/2 (A: HEAD~1; B: HEAD), 0 s elapsed"
     assert lines[1].startswith("ab: pair 2/2 (A: HEAD~1; B: HEAD), ") and "s left" in lines[1]
-    assert "confirming with 2 more pairs" in lines[2]
+    assert lines[2] == "ab: 1 slower on host time; re-running 2 more pairs of those cases"
     assert lines[3].startswith("ab: confirm pair 1/2 (A: HEAD~1; B: HEAD)")
     [out] = (two_revisions / "reports").glob("ab-*")
     assert lines[-1] == f"wrote {out.relative_to(two_revisions)}/ab.md, medians.csv and the runs of every process"
     assert done.stdout == (out / "ab.md").read_text() + "\n"
     [cnn_row] = [line for line in done.stdout.splitlines() if line.startswith("| `cnn-fwd-fp32-b2` |")]
-    assert cnn_row.startswith("| `cnn-fwd-fp32-b2` | slower | 2 |") and cnn_row.endswith(" | slower |")  # confirmed
+    assert cnn_row.startswith("| `cnn-fwd-fp32-b2` | slower | host | 2 |") and cnn_row.endswith(" | slower |")
     assert "Broken on B (ok on A; fails):\n- `gru-fwd-fp32-b2`: error: RuntimeError: broken on purpose" in done.stdout
     assert sorted(p.name for p in out.glob("*-1")) == ["A-1", "B-1", "confirm-A-1", "confirm-B-1"]
     medians = pd.read_csv(out / "medians.csv")
@@ -179,7 +272,7 @@ def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_cas
                                                                       "gru-fwd-fp32-b2": "AA"}
     assert set(medians.loc[medians["round"] == "confirm", "case"]) == {"cnn-fwd-fp32-b2"}  # the slower case alone
     cnn = medians[medians["case"] == "cnn-fwd-fp32-b2"].pivot_table(index=["round", "pair"], columns="side",
-                                                                     values="median_s")
+                                                                     values="host_s")
     assert (cnn["B"] > cnn["A"] + 0.09).all()  # each pair sees the 100 ms sleep
     worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
                                text=True).stdout
@@ -188,7 +281,8 @@ def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_cas
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"pairs": 1}, "--pairs must be at least 2, got 1"),
-    ({"pairs": 0, "instructions": True}, "--pairs must be at least 1, got 0"),
+    ({"pairs": 0, "metric": "instructions"}, "--pairs must be at least 1, got 0"),
+    ({"metric": "wall"}, "--metric must be one of device, host, instructions, got wall"),
     ({"alpha": 1.5}, "--alpha must be between 0 and 1"),
     ({"base": "no-such-ref"}, "no-such-ref: not a revision of "),
 ])
@@ -209,7 +303,7 @@ def test_a_terminated_ab_leaves_no_sweep_and_no_worktree_behind(two_revisions, t
                                   cwd=two_revisions, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                   stderr=subprocess.PIPE, text=True)
     try:
-        assert ab_process.stderr.readline().startswith(f"ab: pair 1/{DEFAULT_PAIRS} ")
+        assert ab_process.stderr.readline().startswith(f"ab: pair 1/{DEFAULT_PAIRS['cpu']} ")
         deadline = time.monotonic() + 10
         while len(sleepers()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -56,7 +56,9 @@ def test_comparison_files_are_written(two_runs):
     markdown = (out / "compare.md").read_text()
     blocks = markdown.split("\n\n")
     assert blocks[:3] == ["# archbench compare", "Runs: h100 (NVIDIA H100); h200 (NVIDIA H200). 2 cases ran ok in "
-                          "every run.", "Geometric mean of the ratios per model:"]
+                          "every run. Ratios of device time (the GPU's own) for 0 cases, of host time for the rest; "
+                          "0 cases host-bound in some run (the GPU busy under 80% of a step): their host times "
+                          "compare the machines' CPUs, not GPUs.", "Geometric mean of the ratios per model:"]
     summary = blocks[3].splitlines()
     assert summary[0].split("|")[1].strip() == "model" and len(summary) == 4  # header, rule, cnn, resnet50
     assert "x first \\| h200 (NVIDIA H200)" in summary[0]
@@ -139,7 +141,7 @@ def test_the_micro_benchmark_is_one_group_of_the_summary(tmp_path):
         frame = pd.read_csv(tmp_path / run / "results.csv")
         frame.loc[len(frame)] = {"case_id": "attn-fwd-bf16-full-d64-s128-sdpa", "kind": "attention",
                                  "precision": "bf16", "batch": 2, "device_name": run.upper(), "status": "ok",
-                                 "median_s": 1.0, "samples_per_s": sps / 50}
+                                 "median_s": 2 / (sps / 50), "samples_per_s": sps / 50}
         frame.to_csv(tmp_path / run / "results.csv", index=False)
     lined, labels, _ = line_up(["a", "b"], reports_dir=tmp_path)
     summary = model_summary(lined, labels)
@@ -181,3 +183,24 @@ def test_names_keep_their_case_and_nothing_missing_adds_no_line(tmp_path):
     assert blocks[-1] == "![throughput ratios](compare.png)\n"
     assert not any(block.startswith("Missing") for block in blocks) and "" not in blocks
     assert (out / "compare.html").read_text().startswith("<html><head><meta charset='utf-8'><title>archbench compare")
+
+
+def test_where_every_run_has_device_time_the_ratio_is_of_it_and_host_bound_cases_are_marked(two_runs):
+    """A launch-bound case: the H200 run's host time 1.5x the H100's (its CPU), its device time 0.8x; a
+    device time in one run only leaves the case on host time."""
+    h200 = {"cnn-fwd-amp_bf16-b8": (0.0016, "host"), "resnet50-fwd-amp_bf16-b8": (0.02, "device")}
+    for run, device in (("h100", {"cnn-fwd-amp_bf16-b8": (0.002, "host")}), ("h200", h200)):
+        frame = pd.read_csv(two_runs / run / "results.csv")
+        for case, (device_s, bound) in device.items():
+            frame.loc[frame["case_id"] == case, ["device_s", "bound", "device_method"]] = [device_s, bound, "graph"]
+        frame.to_csv(two_runs / run / "results.csv", index=False)
+    lined, labels, _ = line_up(["h100", "h200"], reports_dir=two_runs)
+    lined = lined.set_index("case_id")
+    assert lined.loc["cnn-fwd-amp_bf16-b8", "time"] == "device"
+    assert lined.loc["cnn-fwd-amp_bf16-b8", "x first | h200 (NVIDIA H200)"] == pytest.approx(0.002 / 0.0016)
+    assert lined.loc["cnn-fwd-amp_bf16-b8", "device_ms | h100 (NVIDIA H100)"] == pytest.approx(2.0)
+    assert lined.loc["resnet50-fwd-amp_bf16-b8", "time"] == "host"  # the H100 run has none
+    assert lined.loc["resnet50-fwd-amp_bf16-b8", "x first | h200 (NVIDIA H200)"] == pytest.approx(1.5)
+    assert lined["host-bound"].to_dict() == {"cnn-fwd-amp_bf16-b8": True, "resnet50-fwd-amp_bf16-b8": False}
+    markdown = (write_comparison(["h100", "h200"], reports_dir=two_runs) / "compare.md").read_text()
+    assert "device time (the GPU's own) for 1 cases, of host time for the rest; 1 cases host-bound" in markdown
