@@ -14,7 +14,7 @@ import pandas as pd
 from bench.calibrate import peak_tflops
 from bench.htmlpage import page, table_html
 from bench.plotting import plt, save
-from bench.row import DEFAULT_AXES, ENVIRONMENT, rates, timing_stats
+from bench.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, device_figures, rates, timing_stats
 from bench.rundir import (
     REPORTS_DIR,
     RunDir,
@@ -22,6 +22,7 @@ from bench.rundir import (
     atomic_write,
     load_breakdowns,
     load_calibration,
+    load_device_rounds,
     load_results,
     load_rounds,
     resolve,
@@ -32,16 +33,22 @@ NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
 STOLEN_PCT = 5.0  # CPU time the hypervisor gave other guests while a case was timed, in % of all CPUs' time
 
 
-def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration: dict) -> pd.DataFrame:
-    """Spread and rates of every ok case from its raw rounds (keyed by case id), as a Row derives them."""
+def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration: dict,
+              device_rounds: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Spread, rates and device figures of every ok case from its raw rounds and device rounds (keyed by
+    case id), as a Row derives them."""
     frame = results.copy()
+    device_rounds = device_rounds or {}
     for i, row in frame.iterrows():
         data = rounds.get(row["case_id"])
         if row["status"] != "ok" or data is None:
             continue
         stats = timing_stats(data)
-        figures = {**stats, **rates(stats["median_s"], row["batch"], row.get("batch_tokens"), row.get("flops"),
-                                    peak_tflops(row["precision"], calibration))}
+        peak = peak_tflops(row["precision"], calibration)
+        device = device_rounds.get(row["case_id"])
+        device_s = float(np.median(device)) if device is not None else None
+        figures = {**stats, **rates(stats["median_s"], row["batch"], row.get("batch_tokens"), row.get("flops"), peak),
+                   **device_figures(stats["median_s"], device_s, row.get("flops"), peak, row.get("device"))}
         for column, value in figures.items():
             frame.loc[i, column] = np.nan if value is None else value
     frame["median_ms"] = frame["median_s"] * 1e3
@@ -319,16 +326,35 @@ def instruction_sections(ok: pd.DataFrame) -> list[Section]:
     return [Section("Instructions per step (callgrind)", table)]
 
 
+def device_sections(ok: pd.DataFrame) -> list[Section]:
+    """On a GPU: the host-bound cases, whose end-to-end time is the host's (comparing them compares CPUs),
+    and how each case's device time was measured."""
+    gpu = ok[ok["bound"].isin(["host", "device"])]
+    if gpu.empty:
+        return []
+    ms = gpu.assign(device_ms=gpu["device_s"] * 1e3, host_overhead_ms=gpu["host_overhead_s"] * 1e3,
+                    gpu_busy_pct=100 * gpu["device_s"] / gpu["median_s"])
+    columns = ["case_id", "median_ms", "device_ms", "host_overhead_ms", "gpu_busy_pct", "device_method"]
+    return [Section(f"Host-bound cases (the GPU busy under {DEVICE_BOUND_SHARE:.0%} of a step: their end-to-end "
+                    "time follows the host's CPU, and comparing it across machines compares CPUs)",
+                    ms[ms["bound"] == "host"][columns]),
+            Section("Device time per case (graph: CUDA-graph replays; profiler: busy time, where the step could not "
+                    "be captured)", ms[columns[:-2] + ["device_tflops", "device_method"]])]
+
+
 def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
-    """Noisy cases, cases timed while the hypervisor took CPU time, cases that did not run, and the
-    environment they ran in."""
+    """Noisy cases, cases timed while the hypervisor took CPU time or the GPU's clocks were held down, cases
+    that did not run, and the environment they ran in."""
     noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
     stolen = ok[ok["cpu_steal_pct"] > STOLEN_PCT][["case_id", "median_ms", "cpu_steal_pct"]]
+    throttled = ok[ok["throttle"].fillna("").astype(str) != ""][["case_id", "median_ms", "sm_clock_mhz", "throttle"]]
     environment = frame.iloc[0][[c for c in ENVIRONMENT if c in frame.columns]].fillna("").to_frame("value")
     return [
         Section(f"Noisy cases (IQR above {NOISY_IQR:.0%} of the median)", noisy),
         Section(f"CPU time stolen (the hypervisor gave other guests over {STOLEN_PCT:.0f} % of it while timed)",
                 stolen),
+        *([Section("GPU clocks held down while timed (NVML's reasons: power cap, thermal or hardware slowdown)",
+                   throttled)] if not throttled.empty else []),
         Section("Skipped, out-of-memory and failed cases", frame[frame["status"] != "ok"][["case_id", "status",
                                                                                            "reason"]]),
         Section("Environment", environment.reset_index(names="field")),
@@ -364,12 +390,13 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     except RunError:  # a run where nothing was timed (all skipped) has no raw rounds
         rounds = {}
     calibration = load_calibration(run_dir.path)
-    frame = recompute(results, rounds, calibration)
+    frame = recompute(results, rounds, calibration, load_device_rounds(run_dir.path) if rounds else {})
     ok = frame[frame["status"] == "ok"]
     one_process = ok[ok["world_size"].isna()]  # scale's rows have a section of their own
     run_dir.plots_dir.mkdir(exist_ok=True)
     sections = [*throughput_sections(one_process, run_dir.plots_dir), *memory_sections(one_process, run_dir.plots_dir),
-                *speedup_sections(one_process, run_dir.plots_dir), *scaling_sections(ok, run_dir.plots_dir),
+                *device_sections(one_process), *speedup_sections(one_process, run_dir.plots_dir),
+                *scaling_sections(ok, run_dir.plots_dir),
                 *profile_sections(run_dir, run_dir.plots_dir), *instruction_sections(ok), *health_sections(frame, ok)]
     log_scalars(ok, run_dir.tb_dir)
     peaks = calibration.get("matmul_tflops", {})

@@ -27,7 +27,8 @@ from bench.report import (
     throughput_tables,
     write_report,
 )
-from bench.rundir import RunDir
+from bench.row import Row
+from bench.rundir import RunDir, RunWriter
 
 # case id -> raw rounds; the medians are 12, 25, 6, 20, 10, 4 and 1 ms. The b16 rounds are unsorted and even
 # in number: their median is 25 ms, which neither the middle element nor the middle pair of the list gives.
@@ -320,7 +321,8 @@ def test_profile_breakdowns_give_a_missing_category_no_share(tmp_path):
 def test_the_environment_section_lists_each_field_with_its_value():
     frame = pd.DataFrame([{"case_id": "x", "status": "ok", "reason": "", "torch": "2.14.1", "driver": np.nan,
                            "cpu": "Xeon"}])
-    ok = frame.assign(noisy=False, iqr_s=0.0, median_ms=1.0, rounds=5, cpu_steal_pct=np.nan)
+    ok = frame.assign(noisy=False, iqr_s=0.0, median_ms=1.0, rounds=5, cpu_steal_pct=np.nan, throttle=np.nan,
+                      sm_clock_mhz=np.nan)
     (environment,) = [s for s in health_sections(frame, ok) if s.title == "Environment"]
     assert environment.table.to_dict("records") == [{"field": "torch", "value": "2.14.1"},
                                                     {"field": "driver", "value": ""},
@@ -414,3 +416,36 @@ def test_an_instruction_run_lists_each_case_s_count_and_a_timed_run_has_no_such_
     assert section.table.to_dict("list") == {"case_id": ["a", "c"], "instructions": [21_712_922, 3]}
     assert instruction_sections(ok.assign(instructions=np.nan)) == []
     assert instruction_sections(ok.drop(columns="instructions")) == []  # a results.csv from before the column
+
+
+def test_a_gpu_run_s_report_marks_host_bound_cases_says_how_device_time_was_taken_and_flags_throttling(tmp_path):
+    """Three GPU cases written as a sweep writes them: one launch-bound (device time a third of its step),
+    one GPU-bound, one whose clocks were held down; the report recomputes device figures from the device
+    rounds."""
+    writer = RunWriter(RunDir.create(tmp_path, "gpu", given=True))
+    cases = {"cnn-fwd-fp32-b8": ((0.003,) * 3, (0.001,) * 3, "graph", ""),
+             "resnet50-fwd-fp32-b8": ((0.010,) * 3, (0.0095,) * 3, "profiler", ""),
+             "vit_b_16-fwd-fp32-b8": ((0.020,) * 3, (0.019,) * 3, "graph", "sw power cap")}
+    for case_id, (host, device, method, throttle) in cases.items():
+        writer.add(Row(case_id, "model", "fwd", "fp32", 8, "cuda", model=case_id.split("-")[0], rounds_s=host,
+                       device_rounds_s=device, device_method=method, flops=int(1e9), throttle=throttle,
+                       sm_clock_mhz=1980.0 if not throttle else 1500.0))
+    write_report(tmp_path / "gpu")
+    markdown = (tmp_path / "gpu" / "summary.md").read_text()
+    host_bound = [cells(line) for line in table_after(markdown, next(
+        line[3:] for line in markdown.splitlines() if line.startswith("## Host-bound cases"))) if line]
+    assert [row[0] for row in host_bound] == ["cnn-fwd-fp32-b8"]
+    assert [float(x) for x in host_bound[0][1:5]] == pytest.approx([3.0, 1.0, 2.0, 100 / 3], rel=1e-3)
+    device = {cells(line)[0]: cells(line) for line in table_after(markdown, next(
+        line[3:] for line in markdown.splitlines() if line.startswith("## Device time per case")))}
+    assert device["resnet50-fwd-fp32-b8"][-1] == "profiler"
+    assert float(device["resnet50-fwd-fp32-b8"][-2]) == pytest.approx(1e9 / 0.0095 / 1e12, rel=1e-3)
+    throttled = [cells(line) for line in table_after(markdown, next(
+        line[3:] for line in markdown.splitlines() if line.startswith("## GPU clocks held down")))]
+    assert throttled == [["vit_b_16-fwd-fp32-b8", "20", "1500", "sw power cap"]]
+
+
+def test_a_cpu_run_has_no_device_sections(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    assert "## Host-bound cases" not in markdown and "## GPU clocks held down" not in markdown
