@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import ClassVar
@@ -14,6 +15,20 @@ from bench.modes import MODES
 from bench.precision import DTYPES, PRECISIONS
 
 PHASES = ("fwd", "fwdbwd", "step")
+# validate's trust stage sets this (a fraction, e.g. 0.05) in one side of its ab pairs: that side's sweep times
+# every case twice, as it is and slowed by that fraction of its device time (harness.slowed), so the gate's
+# catches can be counted against a known change.
+SLOWDOWN_ENV = "ARCHBENCH_SLOWDOWN"
+
+
+def slowed_suffix(slowdown: float) -> str:
+    return f"-slow{slowdown * 100:g}" if slowdown else ""
+
+
+def with_slowed(cases: list, slowdown: float) -> list:
+    """Each case followed by its copy slowed by `slowdown` (none when 0)."""
+    return [variant for case in cases
+            for variant in (case, *([dataclasses.replace(case, slowdown=slowdown)] if slowdown else []))]
 
 
 @dataclass(frozen=True)
@@ -29,15 +44,17 @@ class Case:
     size: str = "quick"
     mode: str = "eager"
     memory_format: str = "contiguous"  # or channels_last, for the convolutional models
+    slowdown: float = 0.0  # a known slowdown added to each step, for validate's trust stage only
 
     @property
     def id(self) -> str:
         """model-phase-precision-bN, then the attention, the mode and the memory format where they apply
-        (eager and contiguous add nothing, so ids from before those axes still match)."""
+        (eager and contiguous add nothing, so ids from before those axes still match), and -slowN for a
+        case slowed by N %."""
         parts = [self.model, self.phase, self.precision, f"b{self.batch}", self.attention,
                  None if self.mode == "eager" else self.mode,
                  None if self.memory_format == "contiguous" else self.memory_format]
-        return "-".join(part for part in parts if part)
+        return "-".join(part for part in parts if part) + slowed_suffix(self.slowdown)
 
     def unavailable(self, device: torch.device) -> str | None:
         """Why this device cannot run the case (mode, precision, then attention), or None."""
@@ -88,11 +105,13 @@ class AttentionCase:
     causal: bool
     batch: int
     heads: int
+    slowdown: float = 0.0  # as Case's
 
     @property
     def id(self) -> str:
         mask = "causal" if self.causal else "full"
-        return f"attn-{self.phase}-{self.precision}-{mask}-d{self.head_dim}-s{self.seqlen}-{self.attention}"
+        return (f"attn-{self.phase}-{self.precision}-{mask}-d{self.head_dim}-s{self.seqlen}-{self.attention}"
+                + slowed_suffix(self.slowdown))
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -47,6 +47,16 @@ def measure_device(step: Step, device: torch.device, iterations: int, rounds: in
         return DeviceTime((), "", f"{note}; not profiled: {_first_line(err)}")
 
 
+def sleep_cycles_per_s(device: torch.device, cycles: int = 10 * QUEUE_CYCLES) -> float:
+    """How many of torch.cuda._sleep's cycles the GPU spins through a second now (its clock), by events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    torch.cuda.synchronize(device)
+    return cycles / (start.elapsed_time(end) / 1e3)
+
+
 def graph_rounds(step: Step, device: torch.device, iterations: int, rounds: int) -> list[float]:
     """Capture one step in a CUDA graph, then time `rounds` rounds of `iterations` replays with CUDA events:
     device seconds per step of each round."""

@@ -252,6 +252,40 @@ def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
 
 
 WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, AttentionCase: attention_workload}
+SLOWDOWN_SIZING_STEPS = 5
+
+
+def slowed(work: Workload, fraction: float, device: torch.device) -> Workload:
+    """The workload with its step followed by idle device work lasting `fraction` of the step's device time
+    (a sleep kernel on a GPU, a busy wait on a CPU): a known slowdown, for validate's trust stage to
+    count how often the gate finds it. A fraction of 0 leaves the workload as it is."""
+    if not fraction:
+        return work
+    step = work.step
+    if device.type == "cuda":
+        device_s = float(np.median(devicetime.measure_device(step, device, 1, SLOWDOWN_SIZING_STEPS).rounds_s))
+        cycles = int(fraction * device_s * devicetime.sleep_cycles_per_s(device))
+
+        def extra() -> None:
+            torch.cuda._sleep(cycles)
+    else:
+        times = []
+        for _ in range(SLOWDOWN_SIZING_STEPS):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        extra_s = fraction * float(np.median(times[1:]))
+
+        def extra() -> None:
+            end = time.perf_counter() + extra_s
+            while time.perf_counter() < end:
+                pass
+
+    def slowed_step() -> None:
+        step()
+        extra()
+
+    return dataclasses.replace(work, step=slowed_step)
 
 
 def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
@@ -267,7 +301,9 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     try:
         if triton:
             triton.forget_configs()
-        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id)
+        build = WORKLOADS[type(case)]
+        fields = measure(lambda: slowed(build(case, settings.device), case.slowdown, settings.device), benchmark,
+                         settings, case.id)
         if triton:  # the autotuner's choice, which can differ between runs of the same code
             chosen = triton.last_configs().items()
             fields["triton_configs"] = "; ".join(f"{kernel}: {config}" for kernel, config in chosen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from bench import instructions
 from bench.attention import ATTENTION
-from bench.cases import PHASES, AttentionCase, Case, attention_sweep, sweep
+from bench.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
 from bench.models import MODELS, SIZES
 from bench.modes import MEMORY_FORMATS, MODES
 from bench.precision import PRECISIONS
@@ -195,9 +196,10 @@ class SweepOptions:
         run_id = check_run_id(get("run_id") or default_run_id())
         if get("run_id") and (reports_dir / run_id).exists():
             raise OptionError(f"--run-id: {reports_dir / run_id} already exists; choose another run id")
+        slowdown = float(os.environ.get(SLOWDOWN_ENV) or 0)
         return cls(
-            cases=tuple(dict.fromkeys(cases)),
-            attention_cases=tuple(attention_cases),
+            cases=tuple(with_slowed(list(dict.fromkeys(cases)), slowdown)),
+            attention_cases=tuple(with_slowed(attention_cases, slowdown)),
             device=device,
             run_id=run_id,
             run_id_given=bool(get("run_id")),

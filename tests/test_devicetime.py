@@ -139,3 +139,22 @@ def test_the_profiler_fallback_counts_each_recorded_step_s_busy_spans_not_the_id
 ])
 def test_busy_time_is_the_union_of_the_spans(spans, seconds):
     assert busy_seconds(spans) == pytest.approx(seconds)
+
+
+def test_the_sleep_kernel_s_speed_is_its_cycles_over_the_events_time(monkeypatch):
+    clock = {"ms": 0.0}
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            self.at = clock["ms"]
+
+        def elapsed_time(self, end):
+            return end.at - self.at
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: clock.update(ms=clock["ms"] + cycles / 1.98e9 * 1e3))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    assert devicetime.sleep_cycles_per_s(CUDA) == pytest.approx(1.98e9)  # an H200 at its top clock

@@ -648,3 +648,23 @@ def test_a_gpu_row_says_cudnn_searched_and_carries_the_gpu_s_fingerprint(monkeyp
     row = run_case(Elsewhere("cnn", "fwd", "fp32", 2), None, Settings(torch.device("cuda")))
     assert (row.status, row.reason, row.device) == ("skipped", "not on cuda today", "cuda")
     assert row.cudnn_benchmark is True and asked == ["cuda"] and row.environment == {"gpu": "x"}
+
+
+def test_a_slowed_cpu_step_busy_waits_its_fraction_of_the_step_after_it():
+    work = harness.slowed(Workload(step=lambda: time.sleep(0.01), flops=lambda: 3), 0.5, CPU)
+    start = time.perf_counter()
+    work.step()
+    assert 0.015 <= time.perf_counter() - start < 0.03 and work.flops() == 3
+    same = Workload(step=lambda: None, flops=lambda: 0)
+    assert harness.slowed(same, 0.0, CPU) is same
+
+
+def test_a_slowed_gpu_step_sleeps_on_the_device_for_its_fraction_of_the_step_s_device_time(monkeypatch):
+    log = []
+    monkeypatch.setattr(devicetime, "measure_device", lambda step, device, iterations, rounds:
+                        devicetime.DeviceTime((2e-3, 4e-3, 3e-3), "graph"))
+    monkeypatch.setattr(devicetime, "sleep_cycles_per_s", lambda device: 1.5e9)
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: log.append(("sleep", cycles)))
+    work = harness.slowed(Workload(step=lambda: log.append("step"), flops=lambda: 0), 0.05, torch.device("cuda"))
+    work.step()
+    assert log == ["step", ("sleep", int(0.05 * 3e-3 * 1.5e9))]  # 5 % of the 3 ms median, at 1.5 GHz

@@ -287,3 +287,15 @@ def test_the_gpu_preset_compiles_triton_for_both_backwards_in_bf16():
     assert {dtype for _, dtype, _, _ in keys} == {torch.bfloat16}
     assert {head_dim for _, _, head_dim, _ in keys} == {64, 128, MODELS["encoder"].head_dim}
     assert ("split", torch.bfloat16, MODELS["decoder"].head_dim, True) in keys
+
+
+def test_the_trust_stage_s_variable_adds_a_slowed_copy_after_every_case(monkeypatch):
+    monkeypatch.setenv("ARCHBENCH_SLOWDOWN", "0.05")
+    slowed = options(models="cnn", phases="fwd", precisions="fp32", batch_sizes="2", attn="naive")
+    cnn = Case("cnn", "fwd", "fp32", 2)
+    assert slowed.cases == (cnn, Case("cnn", "fwd", "fp32", 2, slowdown=0.05))
+    assert [case.id for case in slowed.cases] == ["cnn-fwd-fp32-b2", "cnn-fwd-fp32-b2-slow5"]
+    assert [case.id for case in slowed.attention_cases[:2]] == ["attn-fwd-fp16-full-d64-s128-naive",
+                                                                "attn-fwd-fp16-full-d64-s128-naive-slow5"]
+    monkeypatch.delenv("ARCHBENCH_SLOWDOWN")
+    assert options(models="cnn", phases="fwd", precisions="fp32", batch_sizes="2").cases == (cnn,)
