@@ -270,11 +270,11 @@ def slowed(work: Workload, fraction: float, device: torch.device) -> Workload:
             torch.cuda._sleep(cycles)
     else:
         times = []
-        for _ in range(SLOWDOWN_SIZING_STEPS):
+        for _ in range(2 * SLOWDOWN_SIZING_STEPS):  # the first half warms up (a first call is slow)
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        extra_s = fraction * float(np.median(times[1:]))
+        extra_s = fraction * float(np.median(times[SLOWDOWN_SIZING_STEPS:]))
 
         def extra() -> None:
             end = time.perf_counter() + extra_s

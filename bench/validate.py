@@ -24,18 +24,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 from bench.attention import ATTENTION, attention_flops, naive
+from bench.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
 from bench.harness import WARMUP_S, Settings, Workload, is_oom, measure
 from bench.row import timing_stats
-from bench.rundir import RunError, sweep_options
+from bench.rundir import RunError, load_results, sweep_options
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile")
+STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile", "trust")
 # Seconds each stage may take; a sweep past its budget is interrupted and keeps the cases it finished.
 BUDGET_S = {
     "quick": {"environment": 30, "tests": 120, "timers": 60, "kernel": 120, "sweep": 180, "gate": 180,
-              "profile": 120},
-    "full": {"environment": 20, "tests": 240, "timers": 45, "kernel": 120, "sweep": 300, "gate": 110, "profile": 40},
+              "profile": 120, "trust": 300},
+    "full": {"environment": 20, "tests": 240, "timers": 45, "kernel": 120, "sweep": 300, "gate": 110, "profile": 40,
+             "trust": 480},  # trust alone fits one 540 s call
 }
 # Square matmuls of about 0.1 ms, 5 ms and 100 ms (bf16 on an H100; fp32 on a 2-core CPU).
 TIMER_SIZES = {"cuda": (3072, 12288, 32768), "cpu": (128, 512, 1536)}
@@ -370,9 +373,111 @@ def profile(v: Validation) -> str:
     return f"traces of {', '.join(traces)}"
 
 
+# --- trust: does ab, with its GPU defaults, find a 5 % device-time slowdown and stay quiet without one? ---
+
+TRUST_SLOWDOWN = 0.05
+# Runs of ab's decision, each of `pairs` pairs of processes: side A times each case as it is, side B as it is
+# (the A/A comparison) and slowed (harness.slowed). quick rehearses the stage on a CPU in a few minutes.
+TRUST = {"quick": {"runs": 3, "pairs": 2}, "full": {"runs": 10, "pairs": DEFAULT_PAIRS["cuda"]}}
+TRUST_CASES = {
+    "quick": (Case("cnn", "fwd", "fp32", 2), Case("encoder", "fwd", "fp32", 2, "sdpa"),
+              AttentionCase("naive", "fwd", "bf16", 128, 64, False, 2, 4)),
+    # host-bound (the GPU busy 19-41 % of a step on the H200), GPU-bound (A/A within 0.35 %), our Triton kernel
+    "full": (Case("encoder", "fwd", "amp_bf16", 32, "sdpa", "full"),
+             Case("resnet50", "fwd", "amp_bf16", 256, None, "full"),
+             AttentionCase("triton", "fwd", "bf16", 4096, 64, False, 4, 16)),
+}
+
+
+def trust_sweep(cases: tuple, size: str, device: torch.device) -> list[str]:
+    """pytest arguments that time exactly these cases (and their slowed copies, where the slowdown is set)."""
+    models = [case for case in cases if isinstance(case, Case)]
+    attns = [case.attention for case in cases if case.attention]
+    names = [f"[{case.id}{suffix}]" for case in cases for suffix in ("", slowed_suffix(TRUST_SLOWDOWN))]
+    return ["bench/test_models.py", "bench/test_attention.py", "--size", size, "--device", device.type,
+            "--models", ",".join(dict.fromkeys(c.model for c in models)), "--phases", "fwd",
+            "--precisions", ",".join(dict.fromkeys(c.precision for c in models)),
+            "--batch-sizes", ",".join(dict.fromkeys(str(c.batch) for c in models)),
+            "--attn", ",".join(dict.fromkeys(attns)), "--benchmark-max-time", "0.1", "-k", " or ".join(names)]
+
+
+def trust_verdicts(medians: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """Per run (a round of pairs) and case, ab's verdict with its defaults on the A/A comparison (A's case
+    against B's) and on the slowed one (A's case against B's slowed copy)."""
+    suffix = slowed_suffix(TRUST_SLOWDOWN)
+    rows = []
+    for name, group in medians.groupby("round", sort=False):
+        as_is = group[group["case"].isin(ids)]
+        slowed = group[((group["side"] == "A") & group["case"].isin(ids))
+                       | ((group["side"] == "B") & group["case"].isin([i + suffix for i in ids]))]
+        for kind, values in (("A/A", as_is), ("slowed", slowed.assign(case=slowed["case"].str.removesuffix(suffix)))):
+            for v in judge_all(judged_values(values, "device"), DEFAULT_THRESHOLD, DEFAULT_ALPHA):
+                rows.append({"run": name, "kind": kind, "case": v.case, "metric": v.metric, "verdict": v.verdict,
+                             "ratio": v.ratio, "ci_low": v.ci_low, "ci_high": v.ci_high, "p": v.p_value})
+    return pd.DataFrame(rows)
+
+
+def trust_table(medians: pd.DataFrame, verdicts: pd.DataFrame, methods: dict[str, dict],
+                ids: list[str]) -> pd.DataFrame:
+    """Per case: how its device time was measured and what bounds it; over the runs, A/A false alarms and
+    slowdowns caught; the slowdown B measured (its slowed copy over the case, on the judged time, median
+    over processes); and the spread of the A/A pairs' log-ratios on device and on host time."""
+    suffix = slowed_suffix(TRUST_SLOWDOWN)
+    side_b = judged_values(medians[medians["side"] == "B"], "device").pivot_table(
+        index=["round", "pair"], columns="case", values="value")
+    rows = []
+    for case in ids:
+        aa, slowed = (verdicts[(verdicts["case"] == case) & (verdicts["kind"] == kind)] for kind in ("A/A", "slowed"))
+        pairs = medians[medians["case"] == case].pivot_table(index=["round", "pair"], columns="side",
+                                                             values=["device_s", "host_s"])
+        spread = {f"aa_spread_{what}_pct": 100 * float(np.log(pairs[(f"{what}_s", "B")] / pairs[(f"{what}_s", "A")])
+                                                       .std(ddof=1)) if (f"{what}_s", "B") in pairs else math.nan
+                  for what in ("device", "host")}
+        applied = side_b[case + suffix] / side_b[case] if {case, case + suffix} <= set(side_b) else pd.Series()
+        rows.append({"case": case, **methods.get(case, {}), "runs": len(aa),
+                     "aa_false_alarms": int((aa["verdict"] == "slower").sum()),
+                     "aa_unchanged": int((aa["verdict"] == "unchanged").sum()),
+                     "slowed_caught": int((slowed["verdict"] == "slower").sum()),
+                     "slowdown_measured_pct": 100 * (float(applied.median()) - 1), **spread})
+    return pd.DataFrame(rows)
+
+
+def trust(v: Validation) -> str:
+    """ab's decision with its defaults (pairs, threshold, alpha, device time) over A/A runs and runs with a
+    known 5 % slowdown, on a host-bound, a GPU-bound and a Triton case: false alarms, catches, device vs host
+    spread, and how each case's device time was measured."""
+    config, cases = TRUST[v.size], TRUST_CASES[v.size]
+    ids = [case.id for case in cases]
+    out = v.out / "trust"
+    out.mkdir()
+    run = ABRun({"A": ROOT, "B": ROOT}, {"A": sys.executable, "B": sys.executable},
+                {"A": "as is", "B": f"as is and slowed {TRUST_SLOWDOWN:.0%}"}, trust_sweep(cases, v.size, v.device),
+                out, v.log, metric="device", envs={"B": {SLOWDOWN_ENV: str(TRUST_SLOWDOWN)}})
+    deadline = time.monotonic() + v.budget("trust")
+    for number in range(1, config["runs"] + 1):
+        if time.monotonic() > deadline:
+            v.log(f"trust: budget spent after {number - 1} of {config['runs']} runs")
+            break
+        run.run_pairs(config["pairs"], name=f"run{number}")
+    medians = pd.DataFrame(run.medians)
+    medians.to_csv(v.out / "trust_medians.csv", index=False)
+    verdicts = trust_verdicts(medians, ids)
+    verdicts.to_csv(v.out / "trust_verdicts.csv", index=False)
+    first = load_results(out / "run1-A-1").set_index("case_id")
+    methods = first[first.index.isin(ids)][["bound", "device_method"]].to_dict("index")
+    table = trust_table(medians, verdicts, methods, ids)
+    table.to_csv(v.out / "trust.csv", index=False)
+    (v.out / "trust.md").write_text(
+        f"{int(table['runs'].max())} runs of {config['pairs']} pairs; threshold {DEFAULT_THRESHOLD:.0%}, alpha "
+        f"{DEFAULT_ALPHA}, device time where measured; B slowed by {TRUST_SLOWDOWN:.0%} of its device time.\n\n"
+        + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    return (f"{int(table['runs'].max())} runs: {int(table['aa_false_alarms'].sum())} A/A false alarms, "
+            f"{int(table['slowed_caught'].sum())} of {int(table['runs'].sum())} slowdowns caught")
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[Validation], str]] = {
     "environment": environment, "tests": tests, "timers": timers, "kernel": kernel, "sweep": sweep, "gate": gate,
-    "profile": profile,
+    "profile": profile, "trust": trust,
 }
 
 
@@ -397,7 +502,8 @@ def run(out: Path, device: torch.device, size: str, stages: list[str]) -> int:
         v.log(f"{stage}: {status} in {seconds:.0f} s: {detail}")
     summary = pd.DataFrame(v.results)
     sections = [f"# validate: {device}, size {size}\n", summary.to_markdown(index=False), ""]
-    for name, title in (("timers.md", "Timers"), ("kernel.md", "Triton kernel against SDPA"), ("gate.md", "A/A gate")):
+    for name, title in (("timers.md", "Timers"), ("kernel.md", "Triton kernel against SDPA"), ("gate.md", "A/A gate"),
+                        ("trust.md", "Trust: ab's false alarms and catches")):
         if (out / name).exists():
             sections += [f"## {title}\n", (out / name).read_text()]
     (out / "validate.md").write_text("\n".join(sections))
