@@ -1,6 +1,7 @@
 """The row type: spread and rates derived from raw rounds by hand-checked arithmetic, and its CSV record."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,10 @@ def test_a_gpu_row_without_device_time_has_no_device_figures():
     row = Row("x", "model", "fwd", "bf16", 8, "cuda", rounds_s=ROUNDS, flops=6e9)
     assert not {"device_s", "host_overhead_s", "bound", "device_tflops"} & set(row.figures)
     assert row.record("r", "t")["bound"] is None
+
+
+def test_every_column_of_results_csv_is_documented_in_reports_readme():
+    readme = (Path(__file__).resolve().parent.parent / "reports" / "README.md").read_text()
+    documented = {name.strip() for line in readme.splitlines() if line.startswith("| ")
+                  for name in line.split("|")[1].split(",")}
+    assert [column for column in COLUMNS if column not in documented] == []
