@@ -71,7 +71,7 @@ def _ab(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from bench.ab import ab
+    from bench.ab import ab, parse_cpus
     from bench.gate import write_step_summary
 
     # A cancelled CI job sends SIGTERM: exit through ab's clean-up (its sweeps stopped, worktrees removed).
@@ -80,7 +80,8 @@ def _ab(args: argparse.Namespace) -> int:
     threshold = None if args.threshold is None else args.threshold / 100
     result = ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=threshold,
                 alpha=args.alpha, python_a=args.python_a, python_b=args.python_b,
-                log=lambda line: print(line, file=sys.stderr, flush=True), metric=args.metric)
+                log=lambda line: print(line, file=sys.stderr, flush=True), metric=args.metric,
+                cpus=parse_cpus(args.cpus) if args.cpus else ())
     table = result.markdown()
     print(table)
     write_step_summary(table)
@@ -218,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                              "of time: deterministic, so a 1%% change shows; minutes a process")
     paired.add_argument("--alpha", type=float, default=ab.DEFAULT_ALPHA,
                         help=f"chance of any false alarm over the cases (default {ab.DEFAULT_ALPHA}; Holm)")
+    paired.add_argument("--cpus", default=None, metavar="LIST",
+                        help="pin both sides' processes to these CPUs, e.g. 0-7 (taskset's form; default: not pinned, "
+                             "both free to use every CPU this process may)")
     paired.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
     paired.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
     paired.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")

@@ -1,7 +1,7 @@
 """Paired A/B timing, as asv's `continuous` does: `python -m bench ab BASE CANDIDATE -- SWEEP OPTIONS` runs
 two git revisions of this checkout (worktrees sharing the installed environment), or one revision under
-two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side, pinned
-to the same CPUs, and take turns (bench/turns.py): A and B time each case back to back, in the same
+two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side (pinned
+to the same CPUs with `cpus`) and take turns (bench/turns.py): A and B time each case back to back, in the same
 iterations and rounds, under the same host speed, and neither builds, counts or profiles on the device
 while the other times. What moves between pairs is the processes (clocks, placement, algorithm choices),
 so a process's median per case is the unit of evidence: each case's verdict comes from the log-ratios of
@@ -44,8 +44,9 @@ from bench.turns import SIDES
 METRICS = ("device", "host", "instructions")
 # Pairs by the sweep's device. CPU: enough to find 10 % twice over through the ~8 % pair-to-pair spread of the
 # 2-core CI machine. GPU: device time spreads ~1 % between processes (GPU-bound H200 cases agreed within
-# 0.35-1.6 %), where 4 pairs put a 5 % change outside a t interval of about +-1.6 %.
-DEFAULT_PAIRS = {"cpu": 16, "cuda": 4}
+# 0.35-1.6 %); through that, 6 pairs find a 5 % change in one case of 10 in 95 % of runs (Holm over the
+# 10), 4 pairs in 46 % (tests/test_ab.py).
+DEFAULT_PAIRS = {"cpu": 16, "cuda": 6}
 DEFAULT_ALPHA = 0.05  # chance of any false alarm over the cases (Holm)
 DEFAULT_THRESHOLD = 0.05  # the change worth catching; a case is slower from half of it, when significant
 MIN_EFFECT = 0.5  # of the threshold: the smallest ratio - 1 a slower (or faster) verdict needs
@@ -127,11 +128,14 @@ def judge_all(values: pd.DataFrame, threshold: float, alpha: float) -> list[Pair
 
 
 def judged_values(medians: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One value per case and process: the device's time for the cases where every process measured it
-    (metric `device`), the host's median otherwise; with the metric each case was judged on."""
+    """One value per case and process: the device's time for the cases where every process measured it the
+    same way (metric `device`; a graph's replays and the profiler's busy time are not one quantity), the
+    host's median otherwise; with the metric each case was judged on."""
     if metric == "instructions":
         return medians.assign(value=medians["instructions"], metric="instructions")
-    on_device = medians.groupby("case")["device_s"].transform(lambda d: d.notna().all()) if metric == "device" \
+    cases = medians.groupby("case")
+    on_device = (cases["device_s"].transform(lambda d: d.notna().all())
+                 & cases["device_method"].transform(lambda m: m.nunique(dropna=False) == 1)) if metric == "device" \
         else pd.Series(False, index=medians.index)
     return medians.assign(value=medians["device_s"].where(on_device, medians["host_s"]),
                           metric=np.where(on_device, "device", "host"))
@@ -173,6 +177,7 @@ class ABRun:
     log: Callable[[str], None] = print
     metric: str = "device"  # instructions: run under callgrind and keep each case's instruction count
     envs: dict[str, dict[str, str]] = field(default_factory=dict)  # variables for one side's processes
+    cpus: tuple[int, ...] = ()  # the CPUs both sides' processes are pinned to (none: left as they are)
     medians: list[dict] = field(default_factory=list)
     statuses: list[dict] = field(default_factory=list)
 
@@ -218,7 +223,9 @@ class ABRun:
                     env[turns.ENV] = f"{to_child},{from_child}"
                 with open(self.out / f"{run_ids[side]}.log", "w") as log:
                     procs[side] = subprocess.Popen(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
-                                                   env=env, pass_fds=passed, preexec_fn=_pin)
+                                                   env=env, pass_fds=passed,
+                                                   preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus))
+                                                   if self.cpus else None)
             if pipes:
                 for (to_child, _), (_, from_child) in pipes.values():  # the children's ends: theirs alone now
                     os.close(to_child)
@@ -248,10 +255,11 @@ class ABRun:
             self.medians += [{**key, "case": case, "instructions": float(count)}
                              for case, count in ok["instructions"].items()]
         else:  # a device time where the GPU's own was measured (older revisions write none)
-            measured = ok["device_method"].isin(["graph", "profiler"]) if "device_method" in ok else False
-            device = ok["device_s"].where(measured) if "device_s" in ok else pd.Series(dtype=float)
+            method = ok["device_method"].where(ok["device_method"].isin(["graph", "profiler"])) \
+                if "device_method" in ok else pd.Series(dtype=object)
+            device = ok["device_s"].where(method.notna()) if "device_s" in ok else pd.Series(dtype=float)
             self.medians += [{**key, "case": case, "host_s": float(np.median(r)),
-                              "device_s": float(device.get(case, math.nan))}
+                              "device_s": float(device.get(case, math.nan)), "device_method": method.get(case)}
                              for case, r in load_rounds(self.out / run_id)[0].items()]
         self.statuses += [{"round": name, "pair": pair, "side": side, "case_id": row.case_id,
                            "status": row.status, "reason": row.reason} for row in results.itertuples()]
@@ -268,11 +276,27 @@ class ABRun:
         return judged_values(frame[frame["round"] == name], self.metric)
 
 
-def _pin() -> None:
-    """In each sweep process: run on the CPUs ab itself may use, both sides on the same ones (a side on
-    other cores would see other caches and clocks)."""
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0)))
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """CPU numbers from a list such as 0-3,6 (taskset's form), each one this process may use."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        cpus = sorted({cpu for part in text.split(",") for cpu in _cpu_range(part)})
+    except ValueError:
+        raise RunError(f"--cpus: '{text}' is not a CPU list such as 0-3,6") from None
+    outside = [cpu for cpu in cpus if cpu not in allowed]
+    if not cpus or outside:
+        raise RunError(f"--cpus: {outside or text} not among the CPUs this process may use "
+                       f"({_cpu_list(sorted(allowed))})")
+    return tuple(cpus)
+
+
+def _cpu_range(part: str) -> range:
+    first, _, last = part.strip().partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    return ",".join(map(str, cpus))
 
 
 @dataclass(frozen=True)
@@ -337,9 +361,9 @@ def sweep_device(sweep_args: list[str]) -> str:
     """The device type the sweep's processes time on: its --device, auto (a GPU where there is one) unless
     given."""
     value = "auto"
-    for arg, following in zip(sweep_args, [*sweep_args[1:], None], strict=True):
-        if arg == "--device" and following is not None:
-            value = following
+    for i, arg in enumerate(sweep_args):
+        if arg == "--device" and i + 1 < len(sweep_args):
+            value = sweep_args[i + 1]
         elif arg.startswith("--device="):
             value = arg.split("=", 1)[1]
     try:
@@ -351,11 +375,12 @@ def sweep_device(sweep_args: list[str]) -> str:
 def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int | None = None,
        threshold: float | None = None, alpha: float = DEFAULT_ALPHA, python_a: str = sys.executable,
        python_b: str = sys.executable, repo: Path | None = None, log: Callable[[str], None] = print,
-       metric: str = "device", envs: dict[str, dict[str, str]] | None = None) -> ABResult:
+       metric: str = "device", envs: dict[str, dict[str, str]] | None = None,
+       cpus: tuple[int, ...] = ()) -> ABResult:
     """Run BASE (A) and CANDIDATE (B) of `repo` (default: the working directory's) in K pairs of processes
     into `out` and judge every case on `metric` (device, host or instructions), re-running the slower ones
     judged on host time. `pairs` and `threshold` default by metric and device; `envs` adds environment
-    variables to one side's processes."""
+    variables to one side's processes; `cpus` pins both sides' processes to the same CPUs."""
     repo = repo or Path.cwd()
     out = out.resolve()  # each side's sweep runs in its own worktree: a relative folder would land there
     if metric not in METRICS:
@@ -384,7 +409,7 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
             pythons = {"A": python_a, "B": python_b}
             labels = {side: ref + (f" with {pythons[side]}" if python_a != python_b else "")
                       for side, ref in (("A", base), ("B", candidate))}
-            run = ABRun(roots, pythons, labels, sweep_args, out, log, metric, envs or {})
+            run = ABRun(roots, pythons, labels, sweep_args, out, log, metric, envs or {}, cpus)
             run.run_pairs(pairs)
             verdicts = run.judge("first", threshold, alpha)
             again = [v.case for v in verdicts if v.verdict == "slower" and v.metric == "host"]

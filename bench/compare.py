@@ -1,7 +1,7 @@
 """Runs from different machines (or software) side by side: the same cases lined up, throughput ratios
 against the first run, and the same ratios normalised by each machine's calibrated peak. Where every run
-measured a case's device time (a GPU's own time, bench/devicetime.py), the ratios are of it: a host-bound
-case's end-to-end time follows the host's CPU, and comparing it compares CPUs."""
+measured a case's device time the same way (a GPU's own time, bench/devicetime.py), the ratios are of it:
+a host-bound case's end-to-end time follows the host's CPU, and comparing it compares CPUs."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
     first = tables[0].loc[common]
     lined = first[KEY[1:]].copy()
     device = [_device_seconds(table.loc[common]) for table in tables]
-    on_device = pd.concat(device, axis=1).notna().all(axis=1)
+    methods = pd.concat([table.loc[common, "device_method"] for table in tables], axis=1)
+    on_device = pd.concat(device, axis=1).notna().all(axis=1) & (methods.nunique(axis=1, dropna=False) == 1)
     lined["time"] = np.where(on_device, "device", "host")
     lined["host-bound"] = pd.concat([table.loc[common, "bound"] == "host" for table in tables], axis=1).any(axis=1)
     compared = [device_s.where(on_device, table.loc[common, "median_s"]) for device_s, table in zip(device, tables,

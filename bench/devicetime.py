@@ -33,14 +33,18 @@ class DeviceTime:
     note: str = ""
 
 
-def measure_device(step: Step, device: torch.device, iterations: int, rounds: int) -> DeviceTime:
-    """Graph replays timed by events, else the profiler's busy time (the capture's error kept in `note`);
-    where both fail, no device time, and both errors."""
-    try:
-        return DeviceTime(tuple(graph_rounds(step, device, iterations, rounds)), "graph")
-    except Exception as err:  # capture refused (a sync, a CPU tensor read, an op not capturable)
-        torch.cuda.synchronize(device)
-        note = f"not captured: {_first_line(err)}"
+def measure_device(step: Step, device: torch.device, iterations: int, rounds: int, refused: str = "") -> DeviceTime:
+    """Graph replays timed by events, else the profiler's busy time, with why the step was not captured in
+    `note`: `refused` (a step known not to be capturable, or one whose failed capture would leave its state
+    half-updated: an optimizer step) or the capture's error. Where both fail, no device time, and both
+    errors."""
+    note = f"not captured: {refused}" if refused else ""
+    if not refused:
+        try:
+            return DeviceTime(tuple(graph_rounds(step, device, iterations, rounds)), "graph")
+        except Exception as err:  # capture refused (a sync, a CPU tensor read, an op not capturable)
+            torch.cuda.synchronize(device)
+            note = f"not captured: {_first_line(err.__context__ or err)}"  # the cause, not capture_end's echo
     try:
         return DeviceTime(tuple(profiled_rounds(step, device, min(rounds, PROFILED_ROUNDS))), "profiler", note)
     except Exception as err:  # the profiler busy elsewhere: the case keeps its host time
@@ -62,13 +66,20 @@ def graph_rounds(step: Step, device: torch.device, iterations: int, rounds: int)
     device seconds per step of each round."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the default stream, so capture sees settled allocations
+    with torch.cuda.stream(side):  # warm-up on the capture's stream, so capture sees settled allocations
         for _ in range(CAPTURE_WARMUP_STEPS):
             step()
-    torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    torch.cuda.synchronize(device)
+    with torch.cuda.stream(side):  # entered here, so a failed capture still returns to the caller's stream
+        graph.capture_begin()
+        try:
+            step()
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph.replay()  # untimed: the first replay uploads the graph
+    torch.cuda.synchronize(device)
     per_step = []
     for _ in range(rounds):
         torch.cuda._sleep(QUEUE_CYCLES)

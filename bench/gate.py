@@ -3,8 +3,9 @@
 Rounds of one run are not independent samples of what another run would give: they share the host's speed,
 the GPU's clocks and the process's placement, so a test over rounds calls two runs of the same code
 different (a U test put p = 6e-39 on an H200 A/A pair). The gate compares per-run summaries instead: each
-case's median in each run, on the device's own time where both runs measured it (bench/devicetime.py) and
-on the host's otherwise, against a threshold no larger than the drift that same machine's A/A runs show.
+case's median in each run, on the device's own time where both runs measured it the same way
+(bench/devicetime.py) and on the host's otherwise, against a threshold no larger than the drift that same
+machine's A/A runs show.
 A case is `slower` when its ratio exceeds 1 + threshold and `faster` below the reciprocal; within them,
 `inconclusive` when a run's own rounds spread (IQR over the median) by more than the threshold, else
 `unchanged`. A case that ran in the baseline and errored or ran out of memory in the candidate is `broken`,
@@ -166,9 +167,9 @@ def gate(baseline: str, candidate: str, threshold: float | None = None, metric: 
                           for run in (baseline, candidate))
     device = "cpu" if "cpu" in (base_device, cand_device) else "cuda"  # mixed: the looser, CPU's
     verdicts = []
-    for name in common:
-        on_device = name in base_dev and name in cand_dev
-        pair = (base_dev[name], cand_dev[name]) if on_device else (base[name], cand[name])
+    for name in common:  # a graph's replays and the profiler's busy time are not one quantity
+        on_device = name in base_dev and name in cand_dev and base_dev[name][1] == cand_dev[name][1]
+        pair = (base_dev[name][0], cand_dev[name][0]) if on_device else (base[name], cand[name])
         used = "device" if on_device else "host"
         limit = DEFAULT_THRESHOLD[(device, used)] if threshold is None else threshold
         verdicts.append(judge(name, *pair, limit, used))
@@ -176,8 +177,8 @@ def gate(baseline: str, candidate: str, threshold: float | None = None, metric: 
                       [n for n in base if n not in cand and n not in broken], broken, differences, strict)
 
 
-def _device_rounds(run: str, reports_dir: Path) -> dict[str, np.ndarray]:
-    """A run folder's device rounds per case (none from a pytest-benchmark JSON file)."""
+def _device_rounds(run: str, reports_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
+    """A run folder's device rounds and their method per case (none from a pytest-benchmark JSON file)."""
     path = resolve(run, reports_dir)
     return load_device_rounds(path) if path.is_dir() else {}
 

@@ -198,6 +198,7 @@ class Workload:
     flops: Callable[[], int]  # called after the timed rounds (counting may use more memory)
     tokens: int | None = None
     compiled: bool = False  # by torch.compile: its first call compiles, and dynamo's counters tell how
+    capture_refused: str = ""  # why device time must not try a CUDA graph of the step (devicetime.measure_device)
 
 
 def model_workload(case: Case, device: torch.device) -> Workload:
@@ -220,7 +221,10 @@ def model_workload(case: Case, device: torch.device) -> Workload:
         analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
         return count_flops(eager, model, analytic, backward=case.phase != "fwd")
 
-    return Workload(step, flops, batch.tokens, compiled=mode.compiled)
+    refused = ("an optimizer step: AdamW is not capturable (capturable=False), and a failed capture would leave "
+               "GradScaler half-way" if case.phase == "step" else
+               f"torch.compile's mode {mode.compile_mode} replays CUDA graphs of its own" if mode.cudagraphs else "")
+    return Workload(step, flops, batch.tokens, compiled=mode.compiled, capture_refused=refused)
 
 
 def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
@@ -255,26 +259,26 @@ WORKLOADS: dict[type, Callable[..., Workload]] = {Case: model_workload, Attentio
 SLOWDOWN_SIZING_STEPS = 5
 
 
-def slowed(work: Workload, fraction: float, device: torch.device) -> Workload:
-    """The workload with its step followed by idle device work lasting `fraction` of the step's device time
-    (a sleep kernel on a GPU, a busy wait on a CPU): a known slowdown, for validate's trust stage to
-    count how often the gate finds it. A fraction of 0 leaves the workload as it is."""
-    if not fraction:
-        return work
+def slowed(work: Workload, fraction: float, device: torch.device) -> Step:
+    """The workload's step followed by idle device work lasting `fraction` of the step's device time (a
+    sleep kernel on a GPU, a busy wait on a CPU): a known slowdown, for validate's trust stage to count how
+    often the gate finds it. Sized after warm-up, as the step is timed."""
     step = work.step
     if device.type == "cuda":
-        device_s = float(np.median(devicetime.measure_device(step, device, 1, SLOWDOWN_SIZING_STEPS).rounds_s))
-        cycles = int(fraction * device_s * devicetime.sleep_cycles_per_s(device))
+        sized = devicetime.measure_device(step, device, 1, SLOWDOWN_SIZING_STEPS, work.capture_refused)
+        if not sized.rounds_s:
+            raise RuntimeError(f"the slowdown could not be sized: no device time ({sized.note})")
+        cycles = int(fraction * float(np.median(sized.rounds_s)) * devicetime.sleep_cycles_per_s(device))
 
         def extra() -> None:
             torch.cuda._sleep(cycles)
     else:
         times = []
-        for _ in range(2 * SLOWDOWN_SIZING_STEPS):  # the first half warms up (a first call is slow)
+        for _ in range(SLOWDOWN_SIZING_STEPS):
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        extra_s = fraction * float(np.median(times[SLOWDOWN_SIZING_STEPS:]))
+        extra_s = fraction * float(np.median(times))
 
         def extra() -> None:
             end = time.perf_counter() + extra_s
@@ -285,7 +289,7 @@ def slowed(work: Workload, fraction: float, device: torch.device) -> Workload:
         step()
         extra()
 
-    return dataclasses.replace(work, step=slowed_step)
+    return slowed_step
 
 
 def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
@@ -301,9 +305,8 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     try:
         if triton:
             triton.forget_configs()
-        build = WORKLOADS[type(case)]
-        fields = measure(lambda: slowed(build(case, settings.device), case.slowdown, settings.device), benchmark,
-                         settings, case.id)
+        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id,
+                         case.slowdown)
         if triton:  # the autotuner's choice, which can differ between runs of the same code
             chosen = triton.last_configs().items()
             fields["triton_configs"] = "; ".join(f"{kernel}: {config}" for kernel, config in chosen)
@@ -330,11 +333,13 @@ def round_plan(warmup_steps_s: Sequence[float], settings: Settings) -> tuple[int
     return iterations, min(settings.max_rounds, max(settings.min_rounds, rounds))
 
 
-def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "") -> dict:
+def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "",
+            slowdown: float = 0.0) -> dict:
     """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end), time its
     device time apart (bench/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
     of the timed rounds, and of the build and warm-up. Under `ab`, both sides time a case in the same
-    iterations and rounds and hand the turn over between rounds (bench/turns.py)."""
+    iterations and rounds and hand the turn over between rounds (bench/turns.py). `slowdown`: validate's
+    trust stage's known slowdown (`slowed`), added after warm-up."""
     device = settings.device
     on_gpu = device.type == "cuda"
     memory = PeakMemory(device)
@@ -357,6 +362,8 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             if len(warmup_steps_s) == 1:  # a compiled model compiled in this first call
                 first_call_s, after_first = warmup_steps_s[0], counters()
         warmup_s, warmup_rounds = time.perf_counter() - warm_start, len(warmup_steps_s)
+        if slowdown:
+            work = dataclasses.replace(work, step=slowed(work, slowdown, device))
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
         iterations, rounds = turns.agree(case_id, *round_plan(warmup_steps_s, settings))
@@ -365,11 +372,16 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             if settings.instructions:  # counted under callgrind instead of timed: no rounds
                 timed["instructions"] = instructions.count(work.step)
             else:
-                timed = _timed_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round)
+                timed, clocks = _host_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round)
+            peak_mem = memory.peak_bytes()  # of the timed rounds, before device time's capture and profiling
+            if on_gpu and timed.get("rounds_s"):
+                timed.update(_device_time(work, device, iterations, rounds))
+                clocks.append(telemetry.gpu_clocks(_nvml_index(device)))  # after the device rounds too
+            if on_gpu and not settings.instructions:
+                timed.update(telemetry.throttling(*clocks))
     after = counters()
     compiling = {"compile_s": first_call_s, "graph_breaks": after_first["graph_breaks"] - before["graph_breaks"],
                  "recompiles": after["frames"] - after_first["frames"]} if work.compiled else {}
-    peak_mem = memory.peak_bytes()
     notes = [timed.pop("device_note", "")]
     try:
         flops = work.flops()
@@ -386,28 +398,29 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             "warmup_s": warmup_s}
 
 
-def _timed_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
-                  rewarm: Step) -> dict:
-    """Host rounds by pytest-benchmark (handing the turn over between rounds under `ab`), the CPU time stolen
-    and the GPU's clocks around them, then the device's own time per step (a CPU's is the host's)."""
+def _host_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
+                 rewarm: Step) -> tuple[dict, list]:
+    """Host rounds by pytest-benchmark (handing the turn over between rounds under `ab`) and the CPU time
+    stolen while they ran; on a GPU, its clocks read before and after them. On a CPU the device time is the
+    host time."""
     on_gpu = device.type == "cuda"
     between = {"teardown": turns.handover(case_id, rewarm)} if turns.active() else {}
     ticks = telemetry.cpu_ticks()
-    clocks = telemetry.gpu_clocks(_nvml_index(device)) if on_gpu else None
+    clocks = [telemetry.gpu_clocks(_nvml_index(device))] if on_gpu else []
     benchmark.pedantic(TimedRound(step, iterations, device), rounds=rounds, iterations=iterations,
                        warmup_rounds=0, **between)
-    fields = {"cpu_steal_pct": telemetry.steal_pct(ticks, telemetry.cpu_ticks())}
+    stolen = telemetry.steal_pct(ticks, telemetry.cpu_ticks())
     if on_gpu:
-        fields.update(telemetry.throttling(clocks, telemetry.gpu_clocks(_nvml_index(device))))
+        clocks.append(telemetry.gpu_clocks(_nvml_index(device)))
     # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
-    fields["rounds_s"] = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
-    if not on_gpu:
-        return {**fields, "device_method": "host"}
-    if not fields["rounds_s"]:
-        return fields
-    device_time = devicetime.measure_device(step, device, iterations, min(rounds, DEVICE_ROUNDS))
-    return {**fields, "device_rounds_s": device_time.rounds_s, "device_method": device_time.method,
-            "device_note": device_time.note}
+    rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
+    return {"cpu_steal_pct": stolen, "rounds_s": rounds_s, **({} if on_gpu else {"device_method": "host"})}, clocks
+
+
+def _device_time(work: Workload, device: torch.device, iterations: int, rounds: int) -> dict:
+    """The GPU's own time per step (devicetime.measure_device), over up to DEVICE_ROUNDS rounds."""
+    timed = devicetime.measure_device(work.step, device, iterations, min(rounds, DEVICE_ROUNDS), work.capture_refused)
+    return {"device_rounds_s": timed.rounds_s, "device_method": timed.method, "device_note": timed.note}
 
 
 def _nvml_index(device: torch.device) -> int:

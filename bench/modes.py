@@ -20,6 +20,11 @@ class Mode:
     def compiled(self) -> bool:
         return self.compile_mode is not None
 
+    @property
+    def cudagraphs(self) -> bool:
+        """Whether torch.compile's mode records and replays CUDA graphs itself (max-autotune does too)."""
+        return self.compile_mode in ("reduce-overhead", "max-autotune")
+
     def apply(self, model: nn.Module) -> nn.Module:
         """The module to time: the model itself, or its compiled wrapper (which compiles on first call)."""
         return torch.compile(model, mode=self.compile_mode) if self.compiled else model

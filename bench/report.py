@@ -390,7 +390,8 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     except RunError:  # a run where nothing was timed (all skipped) has no raw rounds
         rounds = {}
     calibration = load_calibration(run_dir.path)
-    frame = recompute(results, rounds, calibration, load_device_rounds(run_dir.path) if rounds else {})
+    device_rounds = {case: data for case, (data, _) in load_device_rounds(run_dir.path).items()} if rounds else {}
+    frame = recompute(results, rounds, calibration, device_rounds)
     ok = frame[frame["status"] == "ok"]
     one_process = ok[ok["world_size"].isna()]  # scale's rows have a section of their own
     run_dir.plots_dir.mkdir(exist_ok=True)

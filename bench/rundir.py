@@ -195,22 +195,24 @@ def load_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> tuple[dict[
     return _rounds_of_benchmark_json(source)
 
 
-def load_device_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> dict[str, np.ndarray]:
-    """The device's own seconds per step of each round, per case id, where a GPU run measured them (a run
-    folder's rounds/; none on a CPU, where device time is host time, nor from older runs)."""
+def load_device_rounds(run: str | Path, reports_dir: Path = REPORTS_DIR) -> dict[str, tuple[np.ndarray, str]]:
+    """The device's own seconds per step of each round and how they were measured (graph, profiler), per
+    case id, where a GPU run measured them (a run folder's rounds/; none on a CPU, where device time is
+    host time, nor from older runs)."""
     rounds_dir = RunDir(resolve(run, reports_dir)).rounds_dir
     return {case: device for case, (_, _, device) in _round_files(rounds_dir).items() if device is not None}
 
 
-def _round_files(rounds_dir: Path) -> dict[str, tuple[np.ndarray, str, np.ndarray | None]]:
-    """Each rounds/<case-id>.json: case id -> (host rounds, device type, device rounds or None)."""
+def _round_files(rounds_dir: Path) -> dict[str, tuple[np.ndarray, str, tuple[np.ndarray, str] | None]]:
+    """Each rounds/<case-id>.json: case id -> (host rounds, device type, (device rounds, method) or None)."""
     files = {}
     for path in sorted(rounds_dir.glob("*.json")):
         try:
             payload = json.loads(path.read_text())
             device = payload.get("device_rounds_s")
             files[payload["case_id"]] = (np.asarray(payload["rounds_s"], dtype=float), str(payload["device"]),
-                                         np.asarray(device, dtype=float) if device else None)
+                                         (np.asarray(device, dtype=float), str(payload.get("device_method")))
+                                         if device else None)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
                 AttributeError) as err:
             raise RunError(f"{path}: not a rounds file ({type(err).__name__})") from None

@@ -204,3 +204,9 @@ def test_where_every_run_has_device_time_the_ratio_is_of_it_and_host_bound_cases
     assert lined["host-bound"].to_dict() == {"cnn-fwd-amp_bf16-b8": True, "resnet50-fwd-amp_bf16-b8": False}
     markdown = (write_comparison(["h100", "h200"], reports_dir=two_runs) / "compare.md").read_text()
     assert "device time (the GPU's own) for 1 cases, of host time for the rest; 1 cases host-bound" in markdown
+    frame = pd.read_csv(two_runs / "h100" / "results.csv")  # the same case timed by the profiler there
+    frame.loc[frame["case_id"] == "cnn-fwd-amp_bf16-b8", "device_method"] = "profiler"
+    frame.to_csv(two_runs / "h100" / "results.csv", index=False)
+    lined = line_up(["h100", "h200"], reports_dir=two_runs)[0].set_index("case_id")
+    assert lined.loc["cnn-fwd-amp_bf16-b8", "time"] == "host"  # two methods: not one quantity
+    assert lined.loc["cnn-fwd-amp_bf16-b8", "x first | h200 (NVIDIA H200)"] == pytest.approx(1.5)

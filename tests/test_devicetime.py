@@ -22,10 +22,12 @@ def busy(seconds: float) -> None:
 
 class FakeCuda:
     """What graph_rounds uses of torch.cuda, logging each call; a replay takes 2 ms of GPU time, the sleep
-    before a round 1 ms (outside the round's events)."""
+    before a round 1 ms (outside the round's events). With `capture_error`, the step raises it while being
+    captured, and capture_end then fails as CUDA's does after an invalidated capture."""
 
     def __init__(self, monkeypatch, capture_error: Exception | None = None):
-        self.log, self.gpu_ms, self.capturing = [], 0.0, False
+        self.log, self.gpu_ms, self.capturing, self.capture_error = [], 0.0, False, capture_error
+        self.stream = "default"
         fake = self
 
         class Stream:
@@ -47,30 +49,34 @@ class FakeCuda:
                 return end.at - self.at
 
         class CUDAGraph:
+            def capture_begin(self):
+                fake.log.append("capture begin")
+                fake.capturing = True
+
+            def capture_end(self):
+                fake.log.append("capture end")
+                fake.capturing = False
+                if fake.capture_error:
+                    raise RuntimeError("operation failed due to a previous error during capture")
+
             def replay(self):
                 fake.log.append("replay")
                 fake.gpu_ms += 2.0
 
         @contextlib.contextmanager
         def stream(s):
+            before, fake.stream = fake.stream, s.name
             fake.log.append(f"on {s.name}")
-            yield
-            fake.log.append("off side")
-
-        @contextlib.contextmanager
-        def graph(g):
-            fake.log.append("capture")
-            fake.capturing = True
-            yield
-            fake.capturing = False
-            if capture_error:
-                raise capture_error
-            fake.log.append("captured")
+            try:
+                yield
+            finally:
+                fake.stream = before
+                fake.log.append(f"off {s.name}")
 
         default = Stream()
         default.name = "default"
         for name, value in {"Stream": Stream, "Event": Event, "CUDAGraph": CUDAGraph, "stream": stream,
-                            "graph": graph, "current_stream": lambda device=None: default,
+                            "current_stream": lambda device=None: default,
                             "_sleep": lambda cycles: self._sleep(cycles),
                             "synchronize": lambda device=None: self.log.append("sync")}.items():
             monkeypatch.setattr(torch.cuda, name, value)
@@ -82,6 +88,8 @@ class FakeCuda:
 
     def step(self):
         self.log.append("step")
+        if self.capturing and self.capture_error:
+            raise self.capture_error
 
 
 def test_a_captured_step_is_timed_by_its_replays_per_step_with_the_gpu_held_while_each_round_queues(monkeypatch):
@@ -89,19 +97,30 @@ def test_a_captured_step_is_timed_by_its_replays_per_step_with_the_gpu_held_whil
     timed = measure_device(cuda.step, CUDA, iterations=3, rounds=2)
     assert timed == devicetime.DeviceTime((0.002, 0.002), "graph", "")  # 6 ms a round over 3 replays
     round_ = ["sleep", "replay", "replay", "replay", "sync"]
-    assert cuda.log == ["side waits for default", "on side", "step", "step", "step", "off side",
-                        "default waits for side", "capture", "step", "captured", *round_, *round_]
+    assert cuda.log == ["side waits for default", "on side", "step", "step", "step", "off side", "sync",
+                        "on side", "capture begin", "step", "capture end", "off side", "default waits for side",
+                        "replay", "sync",  # the untimed first replay, which uploads the graph
+                        *round_, *round_]
 
 
-def test_a_step_that_cannot_be_captured_is_timed_by_the_profiler_and_says_why(monkeypatch):
+def test_a_step_that_cannot_be_captured_is_timed_by_the_profiler_says_why_and_leaves_the_stream(monkeypatch):
     cuda = FakeCuda(monkeypatch, RuntimeError("operation not permitted when stream is capturing\nmore"))
     asked = []
     monkeypatch.setattr(devicetime, "profiled_rounds", lambda step, device, rounds: asked.append(rounds) or [4e-3])
     timed = measure_device(cuda.step, CUDA, iterations=3, rounds=20)
+    # the step's own error, not capture_end's echo of it
     assert timed == devicetime.DeviceTime(
         (4e-3,), "profiler", "not captured: RuntimeError: operation not permitted when stream is capturing")
-    assert asked == [devicetime.PROFILED_ROUNDS] and cuda.log[-1] == "sync"  # the failed capture waited out
-    assert "replay" not in cuda.log
+    assert asked == [devicetime.PROFILED_ROUNDS] and cuda.log[-3:] == ["capture end", "off side", "sync"]
+    assert cuda.stream == "default" and not cuda.capturing and "replay" not in cuda.log
+
+
+def test_a_step_refused_for_capture_goes_to_the_profiler_untouched_by_a_capture(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    monkeypatch.setattr(devicetime, "profiled_rounds", lambda step, device, rounds: [5e-3, 6e-3])
+    timed = measure_device(cuda.step, CUDA, iterations=3, rounds=2, refused="an optimizer step")
+    assert timed == devicetime.DeviceTime((5e-3, 6e-3), "profiler", "not captured: an optimizer step")
+    assert cuda.log == []  # nothing captured, so nothing half-updated
 
 
 def test_where_the_profiler_fails_too_the_case_keeps_its_host_time_and_both_reasons(monkeypatch):

@@ -238,7 +238,7 @@ def test_no_common_case_says_which_runs(tmp_path):
 
 
 def run_folder(reports: Path, run_id: str, cases: dict, torch_version: str = "2.14.1", size: str = "quick",
-               device: str = "cpu", device_rounds: dict | None = None) -> str:
+               device: str = "cpu", device_rounds: dict | None = None, method: str = "graph") -> str:
     """A run folder as a sweep writes it: results.csv and rounds/; `cases` maps a case id to its rounds,
     or to a status and reason when it failed; `device_rounds` a case id to its device rounds (GPU)."""
     writer = RunWriter(RunDir.create(reports, run_id, given=True))
@@ -248,7 +248,9 @@ def run_folder(reports: Path, run_id: str, cases: dict, torch_version: str = "2.
         if isinstance(outcome, tuple):
             row = row.but(status=outcome[0], reason=outcome[1])
         else:
-            row = row.but(rounds_s=tuple(outcome), device_rounds_s=tuple((device_rounds or {}).get(case_id, ())))
+            device_rounds_s = tuple((device_rounds or {}).get(case_id, ()))
+            row = row.but(rounds_s=tuple(outcome), device_rounds_s=device_rounds_s,
+                          device_method=method if device_rounds_s else None)
         writer.add(row)
     return run_id
 
@@ -344,3 +346,14 @@ def test_an_error_in_the_candidate_is_broken_like_an_oom(tmp_path):
                                   "cnn-fwd-fp32-b16": ("error", "RuntimeError: boom")})
     result = gate("base", "cand", reports_dir=tmp_path)
     assert result.broken == {"cnn-fwd-fp32-b16": "error: RuntimeError: boom"} and result.failed
+
+
+def test_device_times_measured_two_ways_are_not_compared_the_host_times_are(tmp_path):
+    """A step captured in one run and profiled in the other (a change made it capturable): graph replays
+    and busy time are not one quantity, so the case is gated on host time."""
+    run_folder(tmp_path, "base", {"cnn-fwd-fp32-b8": rounds(seed=1)}, device="cuda",
+               device_rounds={"cnn-fwd-fp32-b8": rounds(median=0.004, seed=2)}, method="profiler")
+    run_folder(tmp_path, "cand", {"cnn-fwd-fp32-b8": rounds(seed=3)}, device="cuda",
+               device_rounds={"cnn-fwd-fp32-b8": rounds(median=0.002, seed=4)}, method="graph")
+    (verdict,) = gate("base", "cand", reports_dir=tmp_path).verdicts
+    assert (verdict.metric, verdict.threshold, verdict.verdict) == ("host", 0.25, "unchanged")

@@ -412,10 +412,11 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
         monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name, result=result:
                             log.append((name, device)) or result)
     monkeypatch.setattr(torch.cuda, "_get_nvml_device_index", lambda device: 3)
-    readings = iter([(1980.0, 0x1), (1755.0, 0x4 | 0x40)])  # idle before, power-capped and hot after
+    readings = iter([(1980.0, 0x1), (1755.0, 0x4 | 0x40), (1900.0, 0x0)])  # idle before, power-capped and hot
+    # after the host rounds, fine after the device rounds
     monkeypatch.setattr("bench.telemetry.gpu_clocks", lambda index: log.append(("clocks", index)) or next(readings))
 
-    def device_time(step, device, iterations, rounds):  # stands in for the graph's replays
+    def device_time(step, device, iterations, rounds, refused):  # stands in for the graph's replays
         log.append(("device time", (iterations, rounds, torch.backends.cudnn.benchmark)))
         return devicetime.DeviceTime((1e-3, 3e-3, 2e-3), "profiler", "not captured: RuntimeError: sync")
 
@@ -430,10 +431,12 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
     # the device time is taken after the host rounds, with their iterations, cuDNN's choices still in force
     device_calls = [value for name, value in log if name == "device time"]
     assert device_calls == [(fields["iterations"], min(len(fields["rounds_s"]), harness.DEVICE_ROUNDS), True)]
-    assert [name for name, _ in log].index("device time") > len(log) - 3
+    assert [name for name, _ in log].index("device time") == len(log) - 2  # then the last clock reading
     assert {value for name, value in log if name == "step"} == {True} and torch.backends.cudnn.benchmark is False
     assert {device for name, device in log if name not in ("step", "clocks", "device time")} == {cuda}
-    assert [value for name, value in log if name == "clocks"] == [3, 3]  # NVML's index, before and after
+    assert [value for name, value in log if name == "clocks"] == [3, 3, 3]  # NVML's index: before, after, after
+    names = [name for name, _ in log]
+    assert names.index("device time") > max(i for i, name in enumerate(names) if name == "max_memory_allocated")
     first_steps = [name for name, _ in log[:6]]  # a new peak, then each warm-up step waited for
     assert first_steps == ["reset_peak_memory_stats", "step", "synchronize", "step", "synchronize",
                            "max_memory_allocated"]
@@ -651,20 +654,42 @@ def test_a_gpu_row_says_cudnn_searched_and_carries_the_gpu_s_fingerprint(monkeyp
 
 
 def test_a_slowed_cpu_step_busy_waits_its_fraction_of_the_step_after_it():
-    work = harness.slowed(Workload(step=lambda: time.sleep(0.01), flops=lambda: 3), 0.5, CPU)
+    step = harness.slowed(Workload(step=lambda: time.sleep(0.01), flops=lambda: 3), 0.5, CPU)
     start = time.perf_counter()
-    work.step()
-    assert 0.015 <= time.perf_counter() - start < 0.03 and work.flops() == 3
-    same = Workload(step=lambda: None, flops=lambda: 0)
-    assert harness.slowed(same, 0.0, CPU) is same
+    step()
+    assert 0.015 <= time.perf_counter() - start < 0.03
 
 
 def test_a_slowed_gpu_step_sleeps_on_the_device_for_its_fraction_of_the_step_s_device_time(monkeypatch):
     log = []
-    monkeypatch.setattr(devicetime, "measure_device", lambda step, device, iterations, rounds:
-                        devicetime.DeviceTime((2e-3, 4e-3, 3e-3), "graph"))
+    monkeypatch.setattr(devicetime, "measure_device", lambda step, device, iterations, rounds, refused:
+                        log.append(("sized", refused)) or devicetime.DeviceTime((2e-3, 4e-3, 3e-3), "graph"))
     monkeypatch.setattr(devicetime, "sleep_cycles_per_s", lambda device: 1.5e9)
     monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: log.append(("sleep", cycles)))
-    work = harness.slowed(Workload(step=lambda: log.append("step"), flops=lambda: 0), 0.05, torch.device("cuda"))
-    work.step()
-    assert log == ["step", ("sleep", int(0.05 * 3e-3 * 1.5e9))]  # 5 % of the 3 ms median, at 1.5 GHz
+    work = Workload(step=lambda: log.append("step"), flops=lambda: 0, capture_refused="an optimizer step")
+    harness.slowed(work, 0.05, torch.device("cuda"))()
+    # sized as the step's device time is measured (the refusal passed on); 5 % of the 3 ms median, at 1.5 GHz
+    assert log == [("sized", "an optimizer step"), "step", ("sleep", int(0.05 * 3e-3 * 1.5e9))]
+    monkeypatch.setattr(devicetime, "measure_device", lambda *args: devicetime.DeviceTime((), "", "no profiler"))
+    with pytest.raises(RuntimeError, match="^the slowdown could not be sized: no device time \\(no profiler\\)$"):
+        harness.slowed(work, 0.05, torch.device("cuda"))
+
+
+def test_a_slowed_case_is_sized_after_its_warm_up_and_timed_slower(benchmark):
+    calls = []
+    settings = Settings(device=CPU, max_time=0.02, min_rounds=3, warmup_rounds=2)
+    fields = measure(lambda: Workload(step=lambda: calls.append(None) or time.sleep(0.004), flops=lambda: 0),
+                     benchmark, settings, slowdown=0.5)
+    assert fields["warmup_rounds"] == 2 and len(calls) >= 2 + harness.SLOWDOWN_SIZING_STEPS
+    assert all(r >= 0.004 * 1.5 for r in fields["rounds_s"])  # 4 ms and half of it again, each step
+
+
+@pytest.mark.parametrize(("phase", "mode", "refused"), [
+    ("fwd", "eager", ""), ("fwdbwd", "compile", ""),
+    ("step", "eager", "an optimizer step: AdamW is not capturable"),
+    ("fwd", "cudagraphs", "torch.compile's mode reduce-overhead replays CUDA graphs of its own"),
+    ("fwd", "compile-max-autotune", "torch.compile's mode max-autotune replays CUDA graphs of its own"),
+])
+def test_device_time_does_not_try_to_capture_an_optimizer_step_nor_a_mode_with_cuda_graphs(phase, mode, refused):
+    work = harness.model_workload(Case("cnn", phase, "fp32", 2, mode=mode), CPU)
+    assert work.capture_refused.startswith(refused) and bool(work.capture_refused) == bool(refused)

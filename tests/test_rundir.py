@@ -288,7 +288,8 @@ def test_a_gpu_case_s_device_rounds_and_method_are_saved_beside_its_host_rounds(
         "device_method": "graph"}
     assert "device_rounds_s" not in json.loads(run_dir.rounds_json("cnn-fwd-fp32-b8").read_text())
     device = load_device_rounds(run_dir.path)
-    assert list(device) == ["a"] and list(device["a"]) == [1e-3, 2e-3]  # a CPU case has none of its own
+    assert list(device) == ["a"] and list(device["a"][0]) == [1e-3, 2e-3] and device["a"][1] == "graph"
+    # a CPU case has none of its own
     results = load_results(run_dir.path).set_index("case_id")
     assert results.loc["a", "device_s"] == 1.5e-3 and results.loc["a", "bound"] == "host"
     assert results.loc["cnn-fwd-fp32-b8", "bound"] == "cpu"
