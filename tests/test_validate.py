@@ -150,8 +150,8 @@ def test_trust_counts_false_alarms_and_catches_on_device_time_per_run():
         for pair in range(4):
             for side, case, factor in (("A", "c", 1.0), ("B", "c", 1.0), ("B", "c-slow5", 1.05)):
                 device = factor * np.exp(rng.normal(0, 0.01))
-                rows.append({"round": f"run{run}", "pair": pair, "side": side, "case": case,
-                             "device_s": device, "host_s": 3 * np.exp(rng.normal(0, 0.3))})
+                rows.append({"round": f"run{run}", "pair": pair, "side": side, "case": case, "device_s": device,
+                             "device_method": "graph", "host_s": 3 * np.exp(rng.normal(0, 0.3))})
     medians = pd.DataFrame(rows)
     verdicts = validate.trust_verdicts(medians, ["c"])
     table = validate.trust_table(medians, verdicts, {"c": {"bound": "host", "device_method": "graph"}}, ["c"])
