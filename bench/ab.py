@@ -404,8 +404,10 @@ def ab(base: str, candidate: str, sweep_args: list[str], out: Path, pairs: int |
             raise RunError(str(err)) from None
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="archbench-ab-") as tmp:
-        roots = {"A": _worktree(repo, base, Path(tmp) / "A"), "B": _worktree(repo, candidate, Path(tmp) / "B")}
-        try:
+        roots: dict[str, Path] = {}
+        try:  # a bad candidate revision leaves no worktree of the base behind either
+            for side, ref in (("A", base), ("B", candidate)):
+                roots[side] = _worktree(repo, ref, Path(tmp) / side)
             pythons = {"A": python_a, "B": python_b}
             labels = {side: ref + (f" with {pythons[side]}" if python_a != python_b else "")
                       for side, ref in (("A", base), ("B", candidate))}

@@ -14,6 +14,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
+from bench.errors import one_line
+
 Step = Callable[[], None]
 CAPTURE_WARMUP_STEPS = 3  # on a side stream before capture, as torch.cuda.graphs asks
 # Before each round a sleep kernel holds the GPU about 1 ms (H200, 1.98 GHz) while the round's replays queue
@@ -44,11 +46,11 @@ def measure_device(step: Step, device: torch.device, iterations: int, rounds: in
             return DeviceTime(tuple(graph_rounds(step, device, iterations, rounds)), "graph")
         except Exception as err:  # capture refused (a sync, a CPU tensor read, an op not capturable)
             torch.cuda.synchronize(device)
-            note = f"not captured: {_first_line(err.__context__ or err)}"  # the cause, not capture_end's echo
+            note = f"not captured: {one_line(err.__context__ or err, 120)}"  # the cause, not capture_end's echo
     try:
         return DeviceTime(tuple(profiled_rounds(step, device, min(rounds, PROFILED_ROUNDS))), "profiler", note)
     except Exception as err:  # the profiler busy elsewhere: the case keeps its host time
-        return DeviceTime((), "", f"{note}; not profiled: {_first_line(err)}")
+        return DeviceTime((), "", f"{note}; not profiled: {one_line(err, 120)}")
 
 
 def sleep_cycles_per_s(device: torch.device, cycles: int = 10 * QUEUE_CYCLES) -> float:
@@ -129,6 +131,3 @@ def busy_seconds(spans_us: Sequence[tuple[float, float]]) -> float:
             reach = end
     return total / 1e6
 
-
-def _first_line(err: Exception) -> str:
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]}"

@@ -24,6 +24,7 @@ from bench import attention, devicetime, instructions, telemetry, turns
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
+from bench.errors import one_line
 from bench.flops import FORMULAS
 from bench.models import MODELS, Batch
 from bench.models.spec import ModelSpec
@@ -313,10 +314,9 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
         return row.but(**fields)
     except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
         status = "oom" if is_oom(err) else "error"
-        detail = (str(err).strip().splitlines() or [""])[0][:200]
         if status == "error":
             traceback.print_exc()
-        return row.but(status=status, reason=f"{type(err).__name__}: {detail}")
+        return row.but(status=status, reason=one_line(err))
     finally:
         gc.collect()
         if settings.device.type == "cuda":
@@ -357,7 +357,8 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
         before = counters()
         warm_start, warmup_steps_s = time.perf_counter(), []
-        while len(warmup_steps_s) < settings.warmup_rounds or time.perf_counter() - warm_start < settings.warmup_s:
+        while (len(warmup_steps_s) < max(1, settings.warmup_rounds)  # one at least: it sizes the rounds
+               or time.perf_counter() - warm_start < settings.warmup_s):
             warmup_steps_s.append(warmup_round())
             if len(warmup_steps_s) == 1:  # a compiled model compiled in this first call
                 first_call_s, after_first = warmup_steps_s[0], counters()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.errors import first_line
+
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -99,7 +101,7 @@ def _probe(name: str, device_type: str) -> str | None:
         with precision.autocast(device):
             out = x @ x
     except RuntimeError as err:
-        return f"{name}: autocast to {dtype_name} fails on {device_type}: {str(err).splitlines()[0][:160]}"
+        return f"{name}: autocast to {dtype_name} fails on {device_type}: {first_line(str(err), 160)}"
     if out.dtype != precision.autocast_dtype:
         return f"{name}: autocast to {dtype_name} is not supported on {device_type}"
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.errors import first_line
 from bench.row import COLUMNS, DEFAULT_AXES, Row
 
 # The default reports folder of pytest and python -m bench alike: reports/ in the working directory (as
@@ -149,7 +150,7 @@ def load_results(run: str | Path, reports_dir: Path = REPORTS_DIR) -> pd.DataFra
     try:
         frame = pd.read_csv(csv, dtype={"cuda": str, "driver": str, "git_commit": str, "attention": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise RunError(f"{csv}: unreadable CSV ({str(err).splitlines()[0]})") from None
+        raise RunError(f"{csv}: unreadable CSV ({first_line(str(err))})") from None
     if frame.empty or "case_id" not in frame.columns:
         raise RunError(f"{csv}: no cases in it")
     written_before_kind = "kind" not in frame.columns

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bench.cases import Case
+from bench.errors import first_line
 from bench.harness import make_step
 from bench.models import MODELS
 from bench.precision import PRECISIONS
@@ -76,7 +77,7 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
         dist.barrier()
         return time.perf_counter() - start
 
-    last = [timed_round() for _ in range(warmup_rounds)][-1]
+    last = [timed_round() for _ in range(max(1, warmup_rounds))][-1]  # one at least: it sizes the rounds
     rounds = [max(min_rounds, math.ceil(max_time / last))]
     dist.broadcast_object_list(rounds, src=0)  # every rank must enter the same number of barriers
     times = [timed_round() for _ in range(rounds[0])]
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                 record = time_case(case, spec["strategy"], device, args.max_time, args.min_rounds, args.warmup_rounds,
                                    args.profile_dir)
             except Exception as err:
-                detail = (str(err).strip().splitlines() or [""])[0][:200]
+                detail = first_line(str(err))
                 atomic_write(error_file(args.out, rank), f"{type(err).__name__}: {detail}\n")
                 raise
             if rank == 0:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench import calibrate, turns
+from bench.errors import one_line
 from bench.harness import WARMUP_S, Settings, run_case
 from bench.options import SweepOptions
 from bench.profile import profile_case
@@ -28,6 +29,7 @@ class Session:
         self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
                                  warmup_s=max(WARMUP_S[options.device.type], settle),
                                  instructions=options.instructions)
+        self.threads = torch.get_num_threads()  # restored when the run ends
         if options.instructions:  # one thread: counts that do not depend on how work was split
             torch.set_num_threads(1)
             calibration = {}  # nothing is timed, so no peak to judge against
@@ -69,7 +71,7 @@ class Session:
             operators, shares = profile_case(case, self.settings.device, run_dir.trace_dir(case.id),
                                              self.options.profile_steps, self.options.profile_stacks)
         except Exception as err:  # a profiler failure must not lose the timing
-            return row.but(profile_error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            return row.but(profile_error=one_line(err))
         RunWriter.write_csv(run_dir.operators_csv(case.id), operators)
         RunWriter.write_csv(run_dir.breakdown_csv(case.id), shares)
         return row.but(attention_share=float(shares.set_index("category")["share"].get("attention", 0.0)))
@@ -88,6 +90,7 @@ class Session:
         rounds included), then the report; a report that fails says why, the results being on disk."""
         from bench.report import write_report  # matplotlib loads only when a run ends
 
+        torch.set_num_threads(self.threads)  # --instructions ran on one
         if self.writer is None:
             return
         if self.benchmarks:

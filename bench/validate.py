@@ -27,6 +27,7 @@ import torch
 from bench.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 from bench.attention import ATTENTION, attention_flops, naive
 from bench.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
+from bench.errors import one_line
 from bench.harness import WARMUP_S, Settings, Workload, is_oom, measure
 from bench.row import timing_stats
 from bench.rundir import RunError, load_results, sweep_options
@@ -244,7 +245,7 @@ def check_triton(device: torch.device, dtype: torch.dtype, head_dim: int, causal
         ref = naive(*ref_leaves, causal=causal)
         ref.backward(grad.double())
     except Exception as err:
-        return {**row, "finite": False, "error": f"{type(err).__name__}: {str(err).strip()[:200]}"}
+        return {**row, "finite": False, "error": one_line(err)}
     errors = {"out": relative_error(out, ref)}
     for name, leaf, ref_leaf in zip("qkv", leaves, ref_leaves, strict=True):
         errors[f"d{name}"] = relative_error(leaf.grad, ref_leaf.grad)
@@ -267,7 +268,7 @@ def time_attention(impl: str, device: torch.device, dtype: torch.dtype, shape: t
         result["status"], result["reason"] = "ok", ""
     except Exception as err:
         result["status"] = "oom" if is_oom(err) else "error"
-        result["reason"] = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
+        result["reason"] = one_line(err, 160)
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -496,7 +497,7 @@ def run(out: Path, device: torch.device, size: str, stages: list[str]) -> int:
         try:
             status, detail = "ok", STAGE_FUNCTIONS[stage](v)
         except Exception as err:
-            status, detail = "failed", f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            status, detail = "failed", one_line(err)
             v.log(traceback.format_exc())
         seconds = time.monotonic() - start
         v.results.append({"stage": stage, "status": status, "seconds": round(seconds, 1), "detail": detail})

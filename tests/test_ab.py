@@ -352,3 +352,11 @@ def test_both_sides_run_pinned_to_the_cpus_asked(two_revisions, tmp_path):
         ab("HEAD", "HEAD", SWEEP, tmp_path / "out", repo=two_revisions, python_a=str(fake), python_b=str(fake),
            cpus=(cpu,))
     assert (tmp_path / "cpus").read_text().split("\n")[:2] == [f"Cpus_allowed_list:\t{cpu}"] * 2
+
+
+def test_a_bad_candidate_revision_leaves_no_worktree_of_the_base(two_revisions, tmp_path):
+    with pytest.raises(RunError, match="^no-such-ref: not a revision of "):
+        ab("HEAD", "no-such-ref", SWEEP, tmp_path / "out", repo=two_revisions)
+    worktrees = subprocess.run(["git", "-C", str(two_revisions), "worktree", "list"], capture_output=True,
+                               text=True).stdout
+    assert len(worktrees.splitlines()) == 1

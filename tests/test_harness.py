@@ -693,3 +693,9 @@ def test_a_slowed_case_is_sized_after_its_warm_up_and_timed_slower(benchmark):
 def test_device_time_does_not_try_to_capture_an_optimizer_step_nor_a_mode_with_cuda_graphs(phase, mode, refused):
     work = harness.model_workload(Case("cnn", phase, "fp32", 2, mode=mode), CPU)
     assert work.capture_refused.startswith(refused) and bool(work.capture_refused) == bool(refused)
+
+
+def test_no_warm_up_asked_still_warms_up_once_to_size_the_rounds(benchmark):
+    fields = measure(lambda: Workload(step=lambda: time.sleep(0.001), flops=lambda: 0), benchmark,
+                     Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=0))
+    assert fields["warmup_rounds"] == 1 and fields["iterations"] >= 1 and len(fields["rounds_s"]) >= 2

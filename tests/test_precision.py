@@ -48,3 +48,14 @@ def test_each_precision_sets_both_tf32_switches_and_restores_them(name, tf32, be
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     assert inside == (tf32, tf32) and after == before
+
+
+def test_an_autocast_error_without_a_message_is_a_reason_not_a_crash(monkeypatch):
+    from bench import precision
+
+    monkeypatch.setattr(precision.Precision, "autocast", lambda self, device: (_ for _ in ()).throw(RuntimeError()))
+    precision._probe.cache_clear()
+    try:
+        assert precision._probe("amp_bf16", "cpu") == "amp_bf16: autocast to bfloat16 fails on cpu: "
+    finally:
+        precision._probe.cache_clear()

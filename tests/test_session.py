@@ -183,3 +183,17 @@ def test_under_ab_the_calibration_and_everything_a_case_does_happen_inside_a_tur
     Session(options).run(Case("cnn", "fwd", "fp32", 2), None)
     assert log == ["before calibration", "calibrate", "after calibration",
                    "before cnn-fwd-fp32-b2", "measure", "profile", "after cnn-fwd-fp32-b2"]
+
+
+def test_a_profiler_error_without_a_message_keeps_the_row(tmp_path, benchmark, monkeypatch):
+    monkeypatch.setattr(session_module, "profile_case", lambda *args: (_ for _ in ()).throw(RuntimeError()))
+    row = make_session(tmp_path, profile=True).run(Case("cnn", "fwd", "fp32", 2), benchmark)
+    assert (row.status, row.profile_error) == ("ok", "RuntimeError: ")  # an IndexError lost the row before
+
+
+def test_an_instructions_run_uses_one_thread_and_gives_the_others_back_when_it_ends(tmp_path):
+    threads = torch.get_num_threads()
+    run = make_session(tmp_path, instructions=True)
+    assert torch.get_num_threads() == 1
+    run.finish(lambda benchmarks: {})
+    assert torch.get_num_threads() == threads
