@@ -471,7 +471,9 @@ def trust(v: Validation) -> str:
     table.to_csv(v.out / "trust.csv", index=False)
     (v.out / "trust.md").write_text(
         f"{int(table['runs'].max())} runs of {config['pairs']} pairs; threshold {DEFAULT_THRESHOLD:.0%}, alpha "
-        f"{DEFAULT_ALPHA}, device time where measured; B slowed by {TRUST_SLOWDOWN:.0%} of its device time.\n\n"
+        f"{DEFAULT_ALPHA}, device time where measured; B slowed by {TRUST_SLOWDOWN:.0%} of its device time. A "
+        "verdict on host time (no device time: a CPU) counts here after one round, where ab would re-run a slower "
+        "one before failing.\n\n"
         + table.to_markdown(index=False, floatfmt=".3g") + "\n")
     return (f"{int(table['runs'].max())} runs: {int(table['aa_false_alarms'].sum())} A/A false alarms, "
             f"{int(table['slowed_caught'].sum())} of {int(table['runs'].sum())} slowdowns caught")
