@@ -15,6 +15,7 @@ import pytest
 
 from bench import scale as scale_module
 from bench.cases import Case
+from bench.report import plot_scaling, scaling_table
 from bench.row import Row
 from bench.rundir import RunDir, load_results, load_rounds
 from bench.scale import MARK, Launch, _timed, failure, rendezvous, run_world, strays
@@ -90,8 +91,18 @@ def test_the_report_has_the_scaling_table_and_plot(two_ranks):
     _, run = two_ranks
     summary = (run / "summary.md").read_text()
     assert "## Data-parallel scaling (torchrun)" in summary and "![scaling](plots/scaling.png)" in summary
-    assert (run / "plots" / "scaling.png").stat().st_size > 0
+    assert (run / "plots" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Throughput: cnn" not in summary  # the scale rows are not one-process throughput
+    results = load_results(run)
+    table = scaling_table(results[results["status"] == "ok"].assign(median_ms=results["median_s"] * 1e3))
+    fig = plot_scaling(table)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert sorted(panels) == ["cnn", "encoder"]
+    for model, ax in panels.items():  # the plotted points are the table's, world size against global samples/s
+        rows = table[table["model"] == model]
+        (line,) = ax.get_lines()
+        assert list(line.get_xdata()) == list(rows["world_size"])
+        assert list(line.get_ydata()) == pytest.approx(list(rows["global_samples_per_s"]))
 
 
 def test_a_rank_killed_mid_run_ends_its_world_size_with_an_error_row_and_leaves_nothing_behind(tmp_path):

@@ -70,8 +70,10 @@ def test_rehearsal_runs_the_sweep_the_aa_gate_and_the_profile(rehearsal):
     assert len(sweep) == 4 and (sweep["status"] == "ok").all()  # cnn, encoder x fwd, fwdbwd
     assert (out / "runs" / "sweep" / "summary.md").exists()
     aa = json.loads((out / "aa.json").read_text())
-    assert aa["cases"] == 8 and aa["gate_exit"] in (0, 1)
-    assert "archbench gate: aa-2 vs aa-1" in (out / "gate.md").read_text()
+    gate_table = (out / "gate.md").read_text()
+    assert "archbench gate: aa-2 vs aa-1" in gate_table and gate_table.count("| `attn-") == 8
+    # the exit code says what the table says: 1 exactly when a case is slower (an A/A pair on this CPU may drift)
+    assert aa["cases"] == 8 and aa["gate_exit"] == (1 if "| slower |" in gate_table else 0)
     traces = sorted((out / "runs" / "profile" / "traces").iterdir())
     assert [t.name for t in traces] == ["cnn-fwdbwd-fp32-b2", "encoder-fwdbwd-fp32-b2-sdpa"]
     assert all((t / "index.html").stat().st_size > 1_000_000 for t in traces)  # a page each, plotly.js inlined
