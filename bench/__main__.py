@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench import MAX_TIME_S, MIN_ROUNDS
+
 
 def _report(args: argparse.Namespace) -> int:
     from bench.report import write_report
@@ -242,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     scaling.add_argument("--size", default="quick", help="quick (default) or full")
     scaling.add_argument("--strategies", default="ddp", help="ddp and/or fsdp (FSDP2's fully_shard); default ddp")
     scaling.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    scaling.add_argument("--max-time", type=float, default=1.0, help="seconds of timed rounds per case (default 1)")
-    scaling.add_argument("--min-rounds", type=int, default=5, help="at least this many rounds (default 5)")
+    scaling.add_argument("--max-time", type=float, default=MAX_TIME_S,
+                         help=f"seconds of timed rounds per case (default {MAX_TIME_S:g})")
+    scaling.add_argument("--min-rounds", type=int, default=MIN_ROUNDS,
+                         help=f"at least this many rounds (default {MIN_ROUNDS})")
     scaling.add_argument("--timeout", type=float, default=1800.0,
                          help="seconds one world size may take, all its cases (default 1800)")
     scaling.add_argument("--nnodes", default=None, help="nodes taking part (torchrun's --nnodes; with "

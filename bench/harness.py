@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import attention, devicetime, instructions, telemetry, turns
+from bench import MAX_TIME_S, MIN_ROUNDS, attention, devicetime, instructions, telemetry, turns
 from bench.attention import ATTENTION, attention_flops
 from bench.cases import AttentionCase, Case
 from bench.environment import fingerprint
@@ -49,8 +49,8 @@ class Settings:
     """How to time: on which device, for how long, after how much warm-up."""
 
     device: torch.device
-    max_time: float = 1.0  # seconds of timed rounds to aim for
-    min_rounds: int = 5
+    max_time: float = MAX_TIME_S  # seconds of timed rounds to aim for
+    min_rounds: int = MIN_ROUNDS
     warmup_rounds: int = 3  # the first also pays for autotuning and cudnn.benchmark's search
     warmup_s: float = 0.0  # and at least this many seconds of warm-up (WARMUP_S by device in a sweep)
     max_rounds: int = 10_000

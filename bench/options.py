@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench import instructions
+from bench import MAX_TIME_S, MIN_ROUNDS, instructions
 from bench.attention import ATTENTION
 from bench.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
 from bench.models import MODELS, SIZES
@@ -169,8 +169,8 @@ class SweepOptions:
     run_id: str
     run_id_given: bool
     reports_dir: Path
-    max_time: float = 1.0  # pytest-benchmark's --benchmark-max-time and --benchmark-min-rounds
-    min_rounds: int = 5
+    max_time: float = MAX_TIME_S  # pytest-benchmark's --benchmark-max-time and --benchmark-min-rounds
+    min_rounds: int = MIN_ROUNDS
     profile: bool = False
     profile_steps: int = 3
     profile_stacks: bool = False

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import MAX_TIME_S, MIN_ROUNDS
 from bench.cases import Case
 from bench.environment import fingerprint
 from bench.row import Row
@@ -39,8 +40,8 @@ class Launch:
     the multi-node options are given)."""
 
     device: str = "cpu"
-    max_time: float = 1.0
-    min_rounds: int = 5
+    max_time: float = MAX_TIME_S
+    min_rounds: int = MIN_ROUNDS
     timeout_s: float = 1800.0  # for one world size, every case included
     rendezvous: tuple[str, ...] = ("--standalone",)
     profile_dir: Path | None = None  # rank 0 profiles each case into traces/ there

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bench import MAX_TIME_S, MIN_ROUNDS
 from bench.cases import Case
 from bench.errors import first_line
 from bench.harness import make_step
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", type=Path, required=True, help="JSON list of {case, strategy}")
     parser.add_argument("--out", type=Path, required=True, help="the results file rank 0 writes")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--max-time", type=float, default=1.0)
-    parser.add_argument("--min-rounds", type=int, default=5)
+    parser.add_argument("--max-time", type=float, default=MAX_TIME_S)
+    parser.add_argument("--min-rounds", type=int, default=MIN_ROUNDS)
     parser.add_argument("--warmup-rounds", type=int, default=3)
     parser.add_argument("--profile-dir", type=Path, default=None, help="profile each case into this folder")
     parser.add_argument("--collective-timeout", type=float, default=300.0,
