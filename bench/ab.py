@@ -37,7 +37,6 @@ from scipy import stats
 from bench import turns
 from bench.gate import broken_cases
 from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
-from bench.options import OptionError, resolve_device
 from bench.rundir import RunError, load_results, load_rounds, sweep_options
 from bench.turns import SIDES
 
@@ -360,6 +359,7 @@ def _worktree(repo: Path, ref: str, into: Path) -> Path:
 def sweep_device(sweep_args: list[str]) -> str:
     """The device type the sweep's processes time on: its --device, auto (a GPU where there is one) unless
     given."""
+    from bench.options import OptionError, resolve_device  # torch: only when ab runs, not for every --help
     value = "auto"
     for i, arg in enumerate(sweep_args):
         if arg == "--device" and i + 1 < len(sweep_args):
