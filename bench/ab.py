@@ -37,6 +37,7 @@ from scipy import stats
 from bench import turns
 from bench.gate import broken_cases
 from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
+from bench.row import DEVICE_METHODS
 from bench.rundir import RunError, load_results, load_rounds, sweep_options
 from bench.turns import SIDES
 
@@ -254,7 +255,7 @@ class ABRun:
             self.medians += [{**key, "case": case, "instructions": float(count)}
                              for case, count in ok["instructions"].items()]
         else:  # a device time where the GPU's own was measured (older revisions write none)
-            method = ok["device_method"].where(ok["device_method"].isin(["graph", "profiler"])) \
+            method = ok["device_method"].where(ok["device_method"].isin(DEVICE_METHODS)) \
                 if "device_method" in ok else pd.Series(dtype=object)
             device = ok["device_s"].where(method.notna()) if "device_s" in ok else pd.Series(dtype=float)
             self.medians += [{**key, "case": case, "host_s": float(np.median(r)),
@@ -285,17 +286,13 @@ def parse_cpus(text: str) -> tuple[int, ...]:
     outside = [cpu for cpu in cpus if cpu not in allowed]
     if not cpus or outside:
         raise RunError(f"--cpus: {outside or text} not among the CPUs this process may use "
-                       f"({_cpu_list(sorted(allowed))})")
+                       f"({','.join(map(str, sorted(allowed)))})")
     return tuple(cpus)
 
 
 def _cpu_range(part: str) -> range:
     first, _, last = part.strip().partition("-")
     return range(int(first), int(last or first) + 1)
-
-
-def _cpu_list(cpus: list[int]) -> str:
-    return ",".join(map(str, cpus))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench.calibrate import peak_tflops
 from bench.plotting import plt, save
-from bench.row import DEVICE_BOUND_SHARE
+from bench.row import DEVICE_BOUND_SHARE, DEVICE_METHODS
 from bench.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
 
 KEY = ["case_id", "kind", "model", "phase", "precision", "batch", "attention"]
@@ -67,7 +67,7 @@ def line_up(runs: list[str], reports_dir: Path = REPORTS_DIR) -> tuple[pd.DataFr
 
 def _device_seconds(rows: pd.DataFrame) -> pd.Series:
     """A run's device time per case where it measured the GPU's own (graph or profiler), else NaN."""
-    return pd.to_numeric(rows["device_s"], errors="coerce").where(rows["device_method"].isin(["graph", "profiler"]))
+    return pd.to_numeric(rows["device_s"], errors="coerce").where(rows["device_method"].isin(DEVICE_METHODS))
 
 
 def model_summary(lined: pd.DataFrame, labels: list[str]) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Device time: the GPU's own time for one step, with the host taken out (launch overhead, Python and the
 VM's CPU speed do not reach it), as triton's do_bench_cudagraph and nvbench measure. The step is captured
-in a CUDA graph and its replays are timed by CUDA events; a step that cannot be captured (a host sync such
-as GradScaler's, data-dependent shapes, a non-capturable optimizer) is timed by the GPU's busy time in a
-short profiler pass instead. On a CPU the host time is the device time."""
+in a CUDA graph and its replays are timed by CUDA events; a step that cannot be captured (a host sync or a
+read of a GPU value, data-dependent shapes, an optimizer that is not capturable) is timed by the GPU's busy
+time in a short profiler pass instead. On a CPU the host time is the device time."""
 
 from __future__ import annotations
 

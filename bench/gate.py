@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.row import timing_stats
 from bench.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, load_rounds, resolve
 
 METRICS = ("device", "host")
@@ -66,9 +67,9 @@ def judge(case: str, baseline: np.ndarray, candidate: np.ndarray, threshold: flo
 
 
 def relative_iqr(rounds: np.ndarray) -> float:
-    """Interquartile range over the median (numpy's linear quartiles)."""
-    q1, median, q3 = np.percentile(rounds, [25, 50, 75])
-    return float((q3 - q1) / median)
+    """Interquartile range over the median, as a Row's figures give them."""
+    stats = timing_stats(rounds)
+    return stats["iqr_s"] / stats["median_s"]
 
 
 @dataclass(frozen=True)

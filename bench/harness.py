@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import gc
 import importlib
 import math
@@ -373,11 +374,13 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             if settings.instructions:  # counted under callgrind instead of timed: no rounds
                 timed["instructions"] = instructions.count(work.step)
             else:
-                timed, clocks = _host_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round)
+                read_clocks = functools.partial(telemetry.gpu_clocks, _nvml_index(device)) if on_gpu else None
+                timed, clocks = _host_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round,
+                                             read_clocks)
             peak_mem = memory.peak_bytes()  # of the timed rounds, before device time's capture and profiling
             if on_gpu and timed.get("rounds_s"):
                 timed.update(_device_time(work, device, iterations, rounds))
-                clocks.append(telemetry.gpu_clocks(_nvml_index(device)))  # after the device rounds too
+                clocks.append(read_clocks())  # after the device rounds too
             if on_gpu and not settings.instructions:
                 timed.update(telemetry.throttling(*clocks))
     after = counters()
@@ -400,19 +403,19 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
 
 
 def _host_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
-                 rewarm: Step) -> tuple[dict, list]:
+                 rewarm: Step, read_clocks: Callable[[], tuple | None] | None) -> tuple[dict, list]:
     """Host rounds by pytest-benchmark (handing the turn over between rounds under `ab`) and the CPU time
-    stolen while they ran; on a GPU, its clocks read before and after them. On a CPU the device time is the
-    host time."""
+    stolen while they ran; on a GPU, its clocks (`read_clocks`) read before and after them. On a CPU the
+    device time is the host time."""
     on_gpu = device.type == "cuda"
     between = {"teardown": turns.handover(case_id, rewarm)} if turns.active() else {}
     ticks = telemetry.cpu_ticks()
-    clocks = [telemetry.gpu_clocks(_nvml_index(device))] if on_gpu else []
+    clocks = [read_clocks()] if read_clocks else []
     benchmark.pedantic(TimedRound(step, iterations, device), rounds=rounds, iterations=iterations,
                        warmup_rounds=0, **between)
     stolen = telemetry.steal_pct(ticks, telemetry.cpu_ticks())
-    if on_gpu:
-        clocks.append(telemetry.gpu_clocks(_nvml_index(device)))
+    if read_clocks:
+        clocks.append(read_clocks())
     # --benchmark-disable runs the round once, untimed: no rounds. pytest-benchmark's data are per iteration.
     rounds_s = tuple(benchmark.stats.stats.data) if benchmark.stats is not None else ()
     return {"cpu_steal_pct": stolen, "rounds_s": rounds_s, **({} if on_gpu else {"device_method": "host"})}, clocks

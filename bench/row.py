@@ -30,6 +30,8 @@ COLUMNS = [
 # A GPU case is host-bound when the GPU's own time is under this share of its end-to-end step: the rest is
 # the host's (launches, Python, syncs), so its time follows the CPU and a slower kernel can hide in it.
 DEVICE_BOUND_SHARE = 0.8
+# How a GPU's own time was measured (bench/devicetime.py); a CPU row's device_method is `host`.
+DEVICE_METHODS = ("graph", "profiler")
 
 
 # What a row without the mode and memory-format columns ran (results from before them; the attention
@@ -51,14 +53,16 @@ def rates(median_s: float, batch: int, batch_tokens: int | None, flops: int | No
           peak_tflops: float | None) -> dict[str, float | None]:
     """Throughput (samples/s, tokens/s) and achieved TFLOP/s at the median, and that as a percentage of
     the machine's calibrated peak."""
-    tflops = flops / median_s / 1e12 if _known(flops) else None
-    return {
-        "samples_per_s": batch / median_s,
-        "tokens_per_s": batch_tokens / median_s if _known(batch_tokens) else None,
-        "tflops": tflops,
-        "pct_of_peak": 100.0 * tflops / peak_tflops if tflops is not None and _known(peak_tflops) and peak_tflops > 0
-        else None,
-    }
+    return {"samples_per_s": batch / median_s,
+            "tokens_per_s": batch_tokens / median_s if _known(batch_tokens) else None,
+            **achieved(median_s, flops, peak_tflops)}
+
+
+def achieved(seconds: float, flops: int | None, peak_tflops: float | None) -> dict[str, float | None]:
+    """TFLOP/s of `flops` done in `seconds`, and that as a percentage of the calibrated peak."""
+    tflops = flops / seconds / 1e12 if _known(flops) else None
+    has_peak = _known(peak_tflops) and peak_tflops > 0
+    return {"tflops": tflops, "pct_of_peak": 100.0 * tflops / peak_tflops if tflops is not None and has_peak else None}
 
 
 def device_figures(median_s: float, device_s: float | None, flops: int | None,
@@ -72,7 +76,7 @@ def device_figures(median_s: float, device_s: float | None, flops: int | None,
         return {}
     else:
         bound = "device" if device_s >= DEVICE_BOUND_SHARE * median_s else "host"
-    at_device = rates(device_s, 1, None, flops, peak_tflops)
+    at_device = achieved(device_s, flops, peak_tflops)
     return {"device_s": device_s, "host_overhead_s": median_s - device_s, "bound": bound,
             "device_tflops": at_device["tflops"], "device_pct_of_peak": at_device["pct_of_peak"]}
 
