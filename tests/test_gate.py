@@ -65,6 +65,9 @@ def test_a_change_within_the_threshold_from_runs_that_spread_more_than_it_is_inc
     verdict = judge("case", base, base * 1.02, threshold=0.1)
     assert verdict.verdict == "inconclusive" and verdict.spread == pytest.approx(0.3 / 1.15)
     assert judge("case", base, base * 1.2, threshold=0.1).verdict == "slower"  # beyond it: slower all the same
+    # the spread (26 %) just above the threshold is inconclusive, just below it unchanged
+    assert judge("case", base, base * 1.02, threshold=0.25).verdict == "inconclusive"
+    assert judge("case", base, base * 1.02, threshold=0.27).verdict == "unchanged"
 
 
 def test_relative_iqr_by_hand():
