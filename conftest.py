@@ -1,5 +1,5 @@
 """pytest hooks and fixtures shared by bench/ (the sweep) and tests/ (unit tests); the run itself is
-bench/session.py."""
+bench/run/session.py."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 if not torch.cuda.is_available():  # Triton runs on a CPU only in its interpreter, chosen before triton loads
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from bench import turns
-from bench.options import OptionError, SweepOptions, add_options
-from bench.session import Session
+from bench.run.session import Session
+from bench.sweep.options import OptionError, SweepOptions, add_options
+from bench.verdicts import turns
 
 OPTIONS = pytest.StashKey[SweepOptions]()
 SESSION = pytest.StashKey[Session]()

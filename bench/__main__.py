@@ -11,7 +11,7 @@ from bench import MAX_TIME_S, MIN_ROUNDS
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.views.report import write_report
 
     print(f"wrote {write_report(args.run, args.reports_dir)} (and summary.md, plots/, tb/ beside it)")
     return 0
@@ -20,7 +20,7 @@ def _report(args: argparse.Namespace) -> int:
 def _tensorboard(args: argparse.Namespace) -> int:
     import subprocess
 
-    from bench.rundir import RunDir, RunError, resolve
+    from bench.results.rundir import RunDir, RunError, resolve
 
     run_dir = RunDir(resolve(args.run, args.reports_dir))
     if not run_dir.traces_dir.is_dir() and not run_dir.tb_dir.is_dir():
@@ -35,8 +35,8 @@ def _tensorboard(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from bench import calibrate
-    from bench.options import OptionError, resolve_device
+    from bench.machine import calibrate
+    from bench.sweep.options import OptionError, resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -50,7 +50,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from bench.compare import write_comparison
+    from bench.verdicts.compare import write_comparison
 
     out = write_comparison(args.runs, args.reports_dir)
     print(f"wrote {out}/compare.md, compare.html, compare.png")
@@ -58,7 +58,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from bench.gate import gate, write_step_summary
+    from bench.verdicts.gate import gate, write_step_summary
 
     threshold = None if args.threshold is None else args.threshold / 100
     result = gate(args.baseline, args.candidate, threshold=threshold, metric=args.metric,
@@ -73,8 +73,8 @@ def _ab(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from bench.ab import ab, parse_cpus
-    from bench.gate import write_step_summary
+    from bench.verdicts.ab import ab, parse_cpus
+    from bench.verdicts.gate import write_step_summary
 
     # A cancelled CI job sends SIGTERM: exit through ab's clean-up (its sweeps stopped, worktrees removed).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -94,15 +94,22 @@ def _ab(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     import signal
 
-    from bench.attention import ATTENTION
-    from bench.cases import sweep
-    from bench.models import MODELS, SIZES
-    from bench.options import OptionError, parse_batch_sizes, parse_choice, parse_counts, parse_names, resolve_device
-    from bench.precision import PRECISIONS
-    from bench.report import write_report
-    from bench.rundir import RunDir, default_run_id
-    from bench.scale import Launch, rendezvous, scale
-    from bench.scale_worker import STRATEGIES
+    from bench.distributed.scale import Launch, rendezvous, scale
+    from bench.distributed.scale_worker import STRATEGIES
+    from bench.results.rundir import RunDir, default_run_id
+    from bench.sweep.attention import ATTENTION
+    from bench.sweep.cases import sweep
+    from bench.sweep.models import MODELS, SIZES
+    from bench.sweep.options import (
+        OptionError,
+        parse_batch_sizes,
+        parse_choice,
+        parse_counts,
+        parse_names,
+        resolve_device,
+    )
+    from bench.sweep.precision import PRECISIONS
+    from bench.views.report import write_report
 
     try:
         device = resolve_device(args.device)
@@ -136,9 +143,9 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from bench import validate
-    from bench.models import SIZES
-    from bench.options import OptionError, parse_choice, parse_names, resolve_device
+    from bench.machine import validate
+    from bench.sweep.models import SIZES
+    from bench.sweep.options import OptionError, parse_choice, parse_names, resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -151,7 +158,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.rundir import REPORTS_DIR, RunError
+    from bench.results.rundir import REPORTS_DIR, RunError
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--strict", action="store_true", help="fail when a baseline case is missing from the candidate")
     gate.set_defaults(handler=_gate)
 
-    from bench import ab
+    from bench.verdicts import ab
 
     paired = commands.add_parser("ab", parents=[runs], help="paired A/B: two revisions (or interpreters) run "
                                  "alternately in fresh processes; fail (exit 1) on a confirmed slowdown",

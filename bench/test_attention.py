@@ -1,7 +1,7 @@
 """The attention micro-benchmark: every implementation over sequence lengths, head dims, causal and
 not, fp16/bf16, forward and forward+backward. FLOPs follow FlashAttention's benchmarks."""
 
-from bench.session import outcome
+from bench.run.session import outcome
 
 
 def test_attention(attention_case, benchmark, archbench_session):

@@ -1,6 +1,6 @@
 """The model sweep: forward/backward of every model, precision, batch size and attention implementation."""
 
-from bench.session import outcome
+from bench.run.session import outcome
 
 
 def test_model(case, benchmark, archbench_session):

@@ -2,6 +2,7 @@
 mutation runs judged by each module's own test file."""
 
 import os
+from pathlib import Path
 
 
 def _interpreter_dot_reads_bfloat16() -> None:
@@ -30,14 +31,18 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_dot_reads_bfloat16()
 
 
+ROLES = {path.parent.name for path in Path(__file__).parents[1].glob("bench/*/__init__.py")}  # bench's subpackages
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under mutmut, a mutant of bench/<module>.py (or of bench/<module>/...) is judged by
+    """Under mutmut, a mutant of bench/<role>/<module>.py (or of bench/<role>/<module>/...) is judged by
     tests/test_<module>.py alone: that file must pin the module, and a run over one module stays at
     minutes. Modules without such a file keep every test mutmut selected."""
-    mutant = os.environ.get("MUTANT_UNDER_TEST", "")  # e.g. bench.harness.x_measure__mutmut_5
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")  # e.g. bench.run.harness.x_measure__mutmut_5
     if "__mutmut_" not in mutant:
         return
-    own = [item for item in items if item.path.name == f"test_{mutant.split('.')[1]}.py"]
+    module = next(part for part in mutant.split(".")[1:] if part not in ROLES)
+    own = [item for item in items if item.path.name == f"test_{module}.py"]
     if own:
         config.hook.pytest_deselected(items=[item for item in items if item not in own])
         items[:] = own

@@ -89,7 +89,7 @@ def every_config_jobs() -> list[tuple]:
 
 def preset_jobs(preset: str) -> list[tuple]:
     """What the preset's Triton cases compile: each kernel's pruned configs for each key it runs."""
-    from bench.options import preset_triton_keys
+    from bench.sweep.options import preset_triton_keys
 
     jobs = set()
     for backward, dtype, head_dim, causal in preset_triton_keys(preset):

@@ -15,7 +15,8 @@ import torch
 from scipy.stats import mannwhitneyu
 
 from bench.__main__ import main
-from bench.ab import (
+from bench.results.rundir import RunError
+from bench.verdicts.ab import (
     DEFAULT_ALPHA,
     DEFAULT_PAIRS,
     DEFAULT_THRESHOLD,
@@ -31,7 +32,6 @@ from bench.ab import (
     parse_cpus,
     sweep_device,
 )
-from bench.rundir import RunError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,7 +223,7 @@ def test_overlapping_counts_are_not_slower_however_far_apart_their_medians():
 
 
 def test_instructions_without_valgrind_exit_2_saying_how_to_install_it(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("bench.instructions.shutil.which", lambda name: None)
+    monkeypatch.setattr("bench.run.instructions.shutil.which", lambda name: None)
     assert main(["ab", "HEAD", "HEAD", "--instructions", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --instructions needs valgrind, which is not on the PATH: install it "
@@ -237,7 +237,7 @@ def two_revisions(tmp_path_factory):
     GRU raise."""
     repo = tmp_path_factory.mktemp("ab") / "repo"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(repo)], check=True)
-    cnn, rnn = repo / "bench/models/cnn.py", repo / "bench/models/rnn.py"
+    cnn, rnn = repo / "bench/sweep/models/cnn.py", repo / "bench/sweep/models/rnn.py"
     cnn.write_text(cnn.read_text().replace("        return self.classifier(self.features(x))",
                                            "        __import__('time').sleep(0.1)\n"
                                            "        return self.classifier(self.features(x))"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.attention import ATTENTION, attention_flops, naive
+from bench.sweep.attention import ATTENTION, attention_flops, naive
 
 CPU = torch.device("cpu")
 
@@ -53,7 +53,7 @@ def test_attention_flops_follow_flashattention_convention():
 
 
 def test_override_runs_another_implementation_inside_the_block_only(monkeypatch):
-    from bench import attention
+    from bench.sweep import attention
 
     calls = []
     monkeypatch.setitem(ATTENTION, "spy", attention.AttentionImpl("spy", lambda q, k, v, causal: calls.append(causal)))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench import calibrate
+from bench.machine import calibrate
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.cases import AttentionCase, Case, attention_sweep, sweep
+from bench.sweep.cases import AttentionCase, Case, attention_sweep, sweep
 
 CPU = torch.device("cpu")
 

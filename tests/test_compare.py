@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.compare import line_up, model_summary, plot_summary, write_comparison
-from bench.rundir import RunError
+from bench.results.rundir import RunError
+from bench.verdicts.compare import line_up, model_summary, plot_summary, write_comparison
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, record_function
 
-from bench import devicetime
-from bench.devicetime import busy_seconds, measure_device, profiled_rounds
+from bench.run import devicetime
+from bench.run.devicetime import busy_seconds, measure_device, profiled_rounds
 
 CUDA = torch.device("cuda")
 

@@ -5,8 +5,8 @@ import subprocess
 
 import torch
 
-from bench.environment import ROOT, fingerprint, git_commit
-from bench.row import ENVIRONMENT
+from bench.machine.environment import ROOT, fingerprint, git_commit
+from bench.results.row import ENVIRONMENT
 
 
 def test_fingerprint_names_the_software_and_the_cpu():

@@ -195,7 +195,7 @@ def test_cpu_tensors_without_the_interpreter_raise(monkeypatch):
 @pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
 def test_transformer_models_run_with_the_triton_attention(causal):
     """The registry's `triton` entry inside a model: permuted QKV views, the backward through four layers."""
-    from bench.models.transformer import MiniTransformer, TransformerConfig
+    from bench.sweep.models.transformer import MiniTransformer, TransformerConfig
 
     tokens = torch.randint(0, 10_000, (2, 20), generator=torch.Generator().manual_seed(0))
     grads = {}

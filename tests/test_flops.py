@@ -1,12 +1,12 @@
-"""bench.flops: convolution FLOPs, forward and backward, against counts made by hand (2 x multiply-adds)."""
+"""bench.run.flops: convolution FLOPs, forward and backward, against counts made by hand (2 x multiply-adds)."""
 
 import pytest
 import torch
 from torch import nn
 
-from bench.cases import Case
-from bench.harness import count_flops, model_workload
-from bench.models import MODELS
+from bench.run.harness import count_flops, model_workload
+from bench.sweep.cases import Case
+from bench.sweep.models import MODELS
 
 CPU = torch.device("cpu")
 

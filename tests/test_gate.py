@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from bench.__main__ import main
-from bench.cases import Case
-from bench.gate import GateResult, Verdict, environment_differences, gate, judge, relative_iqr
-from bench.row import Row
-from bench.rundir import RunDir, RunError, RunWriter
+from bench.results.row import Row
+from bench.results.rundir import RunDir, RunError, RunWriter
+from bench.sweep.cases import Case
+from bench.verdicts.gate import GateResult, Verdict, environment_differences, gate, judge, relative_iqr
 
 
 def rounds(n=50, median=0.01, spread=0.02, seed=0):

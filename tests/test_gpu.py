@@ -8,13 +8,13 @@ import pytest
 import torch
 from test_flash_attention import assert_matches_reference, inputs
 
-from bench import devicetime
-from bench.attention import ATTENTION
-from bench.cases import AttentionCase, Case
-from bench.harness import Settings, model_workload, run_case
-from bench.models import MODELS
-from bench.precision import PRECISIONS
-from bench.validate import TIMER_SIZES, timer_row
+from bench.machine.validate import TIMER_SIZES, timer_row
+from bench.run import devicetime
+from bench.run.harness import Settings, model_workload, run_case
+from bench.sweep.attention import ATTENTION
+from bench.sweep.cases import AttentionCase, Case
+from bench.sweep.models import MODELS
+from bench.sweep.precision import PRECISIONS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 GPU = torch.device("cuda")

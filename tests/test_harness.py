@@ -8,10 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench import devicetime, harness
-from bench.attention import ATTENTION, AttentionImpl
-from bench.cases import AttentionCase, Case
-from bench.harness import (
+from bench.run import devicetime, harness
+from bench.run.harness import (
     PeakMemory,
     Settings,
     TimedRound,
@@ -24,12 +22,14 @@ from bench.harness import (
     round_plan,
     run_case,
 )
-from bench.models import MODELS
-from bench.models.cnn import SimpleCNN
-from bench.models.rnn import SentimentRNN, recurrent_flops
-from bench.models.spec import Batch, ModelSpec
-from bench.models.transformer import SelfAttention, TransformerConfig
-from bench.precision import PRECISIONS
+from bench.sweep.attention import ATTENTION, AttentionImpl
+from bench.sweep.cases import AttentionCase, Case
+from bench.sweep.models import MODELS
+from bench.sweep.models.cnn import SimpleCNN
+from bench.sweep.models.rnn import SentimentRNN, recurrent_flops
+from bench.sweep.models.spec import Batch, ModelSpec
+from bench.sweep.models.transformer import SelfAttention, TransformerConfig
+from bench.sweep.precision import PRECISIONS
 
 CPU = torch.device("cpu")
 FAST = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=1)
@@ -64,7 +64,7 @@ def test_attention_layer_flops_match_a_hand_count_for_every_implementation(attn,
 
 
 def test_a_depthwise_conv_backward_counts_two_forwards_not_one_per_group():
-    """torch's own formula counts a depthwise conv's weight gradient 8x over here (bench.flops fixes it)."""
+    """torch's own formula counts a depthwise conv's weight gradient 8x over here (bench.run.flops fixes it)."""
     conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
     x = torch.ones(1, 8, 16, 16, requires_grad=True)
     forward = 2 * (8 * 16 * 16) * 9  # each output: 9 multiply-adds over its one input channel
@@ -273,14 +273,14 @@ class FakeProc:
 
 
 def test_proc_status_fields_are_read_in_kibibytes(monkeypatch):
-    monkeypatch.setattr("bench.harness.Path", FakeProc)
+    monkeypatch.setattr("bench.run.harness.Path", FakeProc)
     assert PeakMemory._status_bytes("VmHWM") == 4096 * 1024 and PeakMemory._status_bytes("VmRSS") == 2048 * 1024
     with pytest.raises(OSError, match="^/proc/self/status has no VmSwap$"):
         PeakMemory._status_bytes("VmSwap")
 
 
 def test_where_the_peak_cannot_be_reset_the_cpu_peak_is_unknown(monkeypatch):
-    monkeypatch.setattr("bench.harness.Path", FakeProc)
+    monkeypatch.setattr("bench.run.harness.Path", FakeProc)
     memory = PeakMemory(CPU)
     memory.start()
     assert memory.peak_bytes() is None
@@ -325,7 +325,7 @@ def test_rounds_are_planned_from_the_median_warm_up_step_after_the_first(warmup_
 
 def test_cpu_steal_is_read_just_before_and_after_the_timed_rounds(monkeypatch, benchmark):
     readings, steps = iter([(100, 1000), (130, 1200)]), []  # 30 of 200 ticks stolen
-    monkeypatch.setattr("bench.telemetry.cpu_ticks", lambda: (steps.append("read"), next(readings))[1])
+    monkeypatch.setattr("bench.machine.telemetry.cpu_ticks", lambda: (steps.append("read"), next(readings))[1])
     settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: steps.append("step"), flops=lambda: 0), benchmark, settings)
     rounds = fields["iterations"] * len(fields["rounds_s"])
@@ -387,7 +387,7 @@ def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkey
         step()
         return 1234.5
 
-    monkeypatch.setattr("bench.instructions.count", count)
+    monkeypatch.setattr("bench.run.instructions.count", count)
     settings = Settings(device=CPU, warmup_rounds=3, instructions=True)
     fields = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 7, tokens=4), None, settings)
     assert counted == [(3, False)] and len(calls) == 3 + 2  # the warm-up, then only the count: nothing timed
@@ -414,13 +414,14 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
     monkeypatch.setattr(torch.cuda, "_get_nvml_device_index", lambda device: 3)
     readings = iter([(1980.0, 0x1), (1755.0, 0x4 | 0x40), (1900.0, 0x0)])  # idle before, power-capped and hot
     # after the host rounds, fine after the device rounds
-    monkeypatch.setattr("bench.telemetry.gpu_clocks", lambda index: log.append(("clocks", index)) or next(readings))
+    monkeypatch.setattr("bench.machine.telemetry.gpu_clocks",
+                        lambda index: log.append(("clocks", index)) or next(readings))
 
     def device_time(step, device, iterations, rounds, refused):  # stands in for the graph's replays
         log.append(("device time", (iterations, rounds, torch.backends.cudnn.benchmark)))
         return devicetime.DeviceTime((1e-3, 3e-3, 2e-3), "profiler", "not captured: RuntimeError: sync")
 
-    monkeypatch.setattr("bench.devicetime.measure_device", device_time)
+    monkeypatch.setattr("bench.run.devicetime.measure_device", device_time)
     settings = Settings(device=cuda, max_time=0.01, min_rounds=2, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: log.append(("step", torch.backends.cudnn.benchmark)),
                                       flops=lambda: 0), benchmark, settings)
@@ -446,7 +447,7 @@ def test_a_gpu_case_hands_its_cached_memory_back_when_it_ends_even_if_it_fails(m
     emptied = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
-    monkeypatch.setattr("bench.harness.fingerprint", lambda device_type: {})
+    monkeypatch.setattr("bench.run.harness.fingerprint", lambda device_type: {})
     monkeypatch.setitem(harness.WORKLOADS, Case, lambda case, device: (_ for _ in ()).throw(RuntimeError()))
     for device, expected in (("cuda", [True]), ("cpu", [])):
         emptied.clear()
@@ -620,7 +621,7 @@ def test_the_training_step_uses_fused_adamw_on_cuda(device, fused):
     ("triton_1pass", "single_pass", "fwdbwd", ["fwd", "single_pass"])])
 def test_a_triton_case_records_the_configs_its_kernels_ran_with(monkeypatch, benchmark, impl, backward, phase,
                                                                 kernels):
-    from bench import attention
+    from bench.sweep import attention
 
     monkeypatch.setitem(ATTENTION, impl, AttentionImpl(impl, attention.triton_flash(backward)))  # no CUDA needed
     attention._probe.cache_clear()  # in Triton's interpreter, as the kernel tests run
@@ -629,7 +630,7 @@ def test_a_triton_case_records_the_configs_its_kernels_ran_with(monkeypatch, ben
     assert row.status == "ok", row.reason
     assert [part.split(": ", 1)[0] for part in row.triton_configs.split("; ")] == kernels
     assert "BLOCK_M: 16, BLOCK_N: 16" in row.triton_configs and row.cudnn_benchmark is False
-    from bench.validate import HostRounds  # a second timer: pytest-benchmark's fixture times once a test
+    from bench.machine.validate import HostRounds  # a second timer: pytest-benchmark's fixture times once a test
 
     plain = run_case(Case("cnn", "fwd", "fp32", 2), HostRounds(), FAST)
     assert plain.status == "ok" and plain.triton_configs is None
@@ -647,7 +648,7 @@ def test_a_gpu_row_says_cudnn_searched_and_carries_the_gpu_s_fingerprint(monkeyp
             return f"not on {device.type} today"
 
     asked = []
-    monkeypatch.setattr("bench.harness.fingerprint", lambda device_type: asked.append(device_type) or {"gpu": "x"})
+    monkeypatch.setattr("bench.run.harness.fingerprint", lambda device_type: asked.append(device_type) or {"gpu": "x"})
     row = run_case(Elsewhere("cnn", "fwd", "fp32", 2), None, Settings(torch.device("cuda")))
     assert (row.status, row.reason, row.device) == ("skipped", "not on cuda today", "cuda")
     assert row.cudnn_benchmark is True and asked == ["cuda"] and row.environment == {"gpu": "x"}

@@ -4,7 +4,7 @@ and a page that is one document with its title as heading."""
 import numpy as np
 import pandas as pd
 
-from bench.htmlpage import CSS, page, table_html
+from bench.views.htmlpage import CSS, page, table_html
 
 
 def test_tables_print_four_significant_digits_left_align_text_and_blank_missing_numbers():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import instructions
-from bench.instructions import InstructionsError
+from bench.run import instructions
+from bench.run.instructions import InstructionsError
 
 ROOT = Path(__file__).resolve().parent.parent
 DUMP = """version: 1
@@ -73,7 +73,7 @@ def test_outside_callgrind_the_sweep_is_refused(tmp_path, monkeypatch):
 
 COUNT = """
 import hashlib
-from bench.instructions import count
+from bench.run.instructions import count
 data = bytes(2 << 20)  # allocated once: a fresh large buffer's cost depends on the allocator's state
 small, large = (lambda: hashlib.sha256(memoryview(data)[: 1 << 20]).digest()), (lambda: hashlib.sha256(data).digest())
 print(count(small), count(large), count(small))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from bench.models import MODELS
-from bench.models.cnn import SimpleCNN
-from bench.models.rnn import SentimentRNN
-from bench.models.transformer import MiniTransformer, TransformerConfig
+from bench.sweep.models import MODELS
+from bench.sweep.models.cnn import SimpleCNN
+from bench.sweep.models.rnn import SentimentRNN
+from bench.sweep.models.transformer import MiniTransformer, TransformerConfig
 
 CPU = torch.device("cpu")
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from bench import modes
-from bench.cases import Case, sweep
-from bench.harness import Settings, Workload, make_step, measure, model_workload, run_case
-from bench.models import MODELS
-from bench.modes import MODES
-from bench.options import OptionError, SweepOptions
-from bench.precision import PRECISIONS
-from bench.report import compile_speedups, throughput_tables
-from bench.rundir import load_results
+from bench.results.rundir import load_results
+from bench.run.harness import Settings, Workload, make_step, measure, model_workload, run_case
+from bench.sweep import modes
+from bench.sweep.cases import Case, sweep
+from bench.sweep.models import MODELS
+from bench.sweep.modes import MODES
+from bench.sweep.options import OptionError, SweepOptions
+from bench.sweep.precision import PRECISIONS
+from bench.views.report import compile_speedups, throughput_tables
 
 CPU = torch.device("cpu")
 FAST = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=2)

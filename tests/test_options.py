@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from bench.attention import ATTENTION
-from bench.cases import AttentionCase, Case
-from bench.models import MODELS
-from bench.options import (
+from bench.results.rundir import REPORTS_DIR
+from bench.sweep.attention import ATTENTION
+from bench.sweep.cases import AttentionCase, Case
+from bench.sweep.models import MODELS
+from bench.sweep.options import (
     OptionError,
     SweepOptions,
     check_profile_steps,
@@ -17,7 +18,6 @@ from bench.options import (
     preset_triton_keys,
     resolve_device,
 )
-from bench.rundir import REPORTS_DIR
 
 VALID = ("cnn", "lstm", "encoder")
 DEFAULTS = {"models": None, "phases": None, "precisions": None, "attn": None, "modes": None, "memory_format": None,

@@ -1,6 +1,6 @@
 """The plot epilogue: a PNG on disk and no figure left open."""
 
-from bench.plotting import plt, save
+from bench.views.plotting import plt, save
 
 
 def test_save_writes_a_png_and_closes_the_figure(tmp_path):

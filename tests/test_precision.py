@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.precision import DTYPES, PRECISIONS, dtype_name, peak_name
+from bench.sweep.precision import DTYPES, PRECISIONS, dtype_name, peak_name
 
 CPU = torch.device("cpu")
 
@@ -51,7 +51,7 @@ def test_each_precision_sets_both_tf32_switches_and_restores_them(name, tf32, be
 
 
 def test_an_autocast_error_without_a_message_is_a_reason_not_a_crash(monkeypatch):
-    from bench import precision
+    from bench.sweep import precision
 
     monkeypatch.setattr(precision.Precision, "autocast", lambda self, device: (_ for _ in ()).throw(RuntimeError()))
     precision._probe.cache_clear()

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.cases import Case
-from bench.profile import categorise, profile_case
+from bench.run.profile import categorise, profile_case
+from bench.sweep.cases import Case
 
 CPU = torch.device("cpu")
 
@@ -111,8 +111,8 @@ def test_the_profiled_pass_keeps_the_timed_passs_cudnn_setting(monkeypatch, tmp_
         yield
         seen.append(("exit", enabled))
 
-    monkeypatch.setattr("bench.profile.cudnn_benchmark", spy)
-    monkeypatch.setattr("bench.profile.WORKLOADS", {Case: lambda case, device: SimpleNamespace(
+    monkeypatch.setattr("bench.run.profile.cudnn_benchmark", spy)
+    monkeypatch.setattr("bench.run.profile.WORKLOADS", {Case: lambda case, device: SimpleNamespace(
         step=lambda: seen.append(("step", None)), flops=lambda: 0)})
     profile_case(Case("cnn", "fwd", "fp32", 2), CPU, tmp_path / "t", active_steps=1)
     assert seen == [("enter", False), *[("step", None)] * 3, ("exit", False)]  # on a CPU: cuDNN not asked

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import (
+from bench.results.row import Row
+from bench.results.rundir import RunDir, RunWriter
+from bench.views.report import (
     Section,
     _figure_grid,
     _markdown,
@@ -27,8 +29,6 @@ from bench.report import (
     throughput_tables,
     write_report,
 )
-from bench.row import Row
-from bench.rundir import RunDir, RunWriter
 
 # case id -> raw rounds; the medians are 12, 25, 6, 20, 10, 4 and 1 ms. The b16 rounds are unsorted and even
 # in number: their median is 25 ms, which neither the middle element nor the middle pair of the list gives.
@@ -386,9 +386,9 @@ def test_each_profiled_case_with_a_trace_gets_a_page_and_a_link(tmp_path):
 
 def test_throughput_plot_sits_under_the_last_table_and_memory_is_plotted_in_mib(monkeypatch, tmp_path):
     plotted = []
-    monkeypatch.setattr("bench.report.plot_by_batch", lambda frame, value, label: plotted.append(
+    monkeypatch.setattr("bench.views.report.plot_by_batch", lambda frame, value, label: plotted.append(
         (list(frame[value]), label)) or "figure")
-    monkeypatch.setattr("bench.report._saved", lambda fig, path: path if fig else None)
+    monkeypatch.setattr("bench.views.report._saved", lambda fig, path: path if fig else None)
     ok = pd.DataFrame([{**model_case(m, "fwd", "fp32", 8, None, 1.0), "peak_mem_bytes": 3 * 2**20}
                        for m in ("cnn", "resnet50")])
     sections = throughput_sections(ok, tmp_path)
@@ -396,7 +396,7 @@ def test_throughput_plot_sits_under_the_last_table_and_memory_is_plotted_in_mib(
     (memory,) = memory_sections(ok, tmp_path)
     assert (memory.title, memory.plot) == ("Peak memory", tmp_path / "memory_vs_batch.png")
     assert plotted == [([1.0, 1.0], "samples/s"), ([3.0, 3.0], "peak memory (MiB)")]
-    monkeypatch.setattr("bench.report._saved", lambda fig, path: None)  # nothing to plot: no section
+    monkeypatch.setattr("bench.views.report._saved", lambda fig, path: None)  # nothing to plot: no section
     assert memory_sections(ok, tmp_path) == []
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import AttentionCase, Case
-from bench.row import COLUMNS, Row, rates, timing_stats
+from bench.results.row import COLUMNS, Row, rates, timing_stats
+from bench.sweep.cases import AttentionCase, Case
 
 # Unsorted, even in number and skewed: the median (3 ms) is neither the mean (4.25 ms) nor a middle element.
 ROUNDS = (0.004, 0.001, 0.010, 0.002)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import rundir
-from bench.row import COLUMNS, Row
-from bench.rundir import (
+from bench.results import rundir
+from bench.results.row import COLUMNS, Row
+from bench.results.rundir import (
     RunDir,
     RunError,
     RunWriter,

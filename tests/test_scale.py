@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import scale as scale_module
-from bench.cases import Case
-from bench.report import plot_scaling, scaling_table
-from bench.row import Row
-from bench.rundir import RunDir, load_results, load_rounds
-from bench.scale import MARK, Launch, _timed, failure, rendezvous, run_world, strays
-from bench.scale_worker import error_file
+from bench.distributed import scale as scale_module
+from bench.distributed.scale import MARK, Launch, _timed, failure, rendezvous, run_world, strays
+from bench.distributed.scale_worker import error_file
+from bench.results.row import Row
+from bench.results.rundir import RunDir, load_results, load_rounds
+from bench.sweep.cases import Case
+from bench.views.report import plot_scaling, scaling_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,8 @@ def workers() -> list[int]:
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if proc.name.isdigit() and b"bench.scale_worker" in cmdline and b"torch.distributed.run" not in cmdline:
+            worker = b"bench.distributed.scale_worker" in cmdline and b"torch.distributed.run" not in cmdline
+            if proc.name.isdigit() and worker:
                 found.append(int(proc.name))
         except OSError:
             continue

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import session as session_module
-from bench.cases import Case
-from bench.options import SweepOptions
-from bench.row import Row
-from bench.rundir import RunError
-from bench.session import Session, outcome
+from bench.results.row import Row
+from bench.results.rundir import RunError
+from bench.run import session as session_module
+from bench.run.session import Session, outcome
+from bench.sweep.cases import Case
+from bench.sweep.options import SweepOptions
 
 CALIBRATION = {"matmul_tflops": {"fp32": 0.5, "bf16": 2.0}}
 
@@ -73,7 +73,7 @@ def test_each_case_is_on_disk_when_it_ends_and_the_end_writes_json_and_report(tm
 
 
 def test_a_report_that_fails_says_why_and_keeps_the_results(tmp_path, monkeypatch):
-    import bench.report
+    import bench.views.report
 
     run = make_session(tmp_path)
     run.run(Case("encoder", "fwd", "fp32", 2, "triton"), None)
@@ -81,7 +81,7 @@ def test_a_report_that_fails_says_why_and_keeps_the_results(tmp_path, monkeypatc
     def broken(run_dir):
         raise RuntimeError("no fonts")
 
-    monkeypatch.setattr(bench.report, "write_report", broken)
+    monkeypatch.setattr(bench.views.report, "write_report", broken)
     run.finish(lambda benchmarks: {})
     assert run.summary()[1] == "report not written: RuntimeError: no fonts"
     assert (tmp_path / "run" / "results.csv").is_file()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bench.telemetry import cpu_ticks, gpu_clocks, steal_pct, throttling
+from bench.machine.telemetry import cpu_ticks, gpu_clocks, steal_pct, throttling
 
 # user nice system idle iowait irq softirq steal guest guest_nice
 STAT = "cpu  144075 124 16592 124062 2559 0 435 1441 7 0\ncpu0 72000 60 8000 62000 1200 0 200 700 3 0\n"

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cases import Case
-from bench.profile import profile_case
-from bench.report import write_report
-from bench.rundir import RunDir
-from bench.tracepage import (
+from bench.results.rundir import RunDir
+from bench.run.profile import profile_case
+from bench.sweep.cases import Case
+from bench.views.report import write_report
+from bench.views.tracepage import (
     GPU_WORK,
     _cut,
     busy_us,

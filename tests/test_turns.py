@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from bench import turns
-from bench.turns import Referee
+from bench.verdicts import turns
+from bench.verdicts.turns import Referee
 
 
 class Scripted(threading.Thread):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import validate
 from bench.__main__ import main
+from bench.machine import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
-from bench.attention import ATTENTION, attention_flops, naive
-from bench.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
 from bench.errors import one_line
-from bench.harness import WARMUP_S, Settings, Workload, is_oom, measure
-from bench.row import timing_stats
-from bench.rundir import RunError, load_results, sweep_options
+from bench.results.row import timing_stats
+from bench.results.rundir import RunError, load_results, sweep_options
+from bench.run.harness import WARMUP_S, Settings, Workload, is_oom, measure
+from bench.sweep.attention import ATTENTION, attention_flops, naive
+from bench.sweep.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
+from bench.verdicts.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile", "trust")
@@ -125,8 +125,8 @@ class Validation:
 
 def environment(v: Validation) -> str:
     """The fingerprint every row carries, the calibrated peaks, and nvidia-smi's view of the card."""
-    from bench import calibrate
-    from bench.environment import fingerprint
+    from bench.machine import calibrate
+    from bench.machine.environment import fingerprint
 
     info = {**fingerprint(v.device.type), "device": v.device.type}
     if v.device.type == "cuda":

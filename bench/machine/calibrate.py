@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from bench import CACHE_DIR
-from bench.environment import fingerprint
-from bench.precision import DTYPES, peak_name
-from bench.rundir import atomic_write
+from bench.machine.environment import fingerprint
+from bench.results.rundir import atomic_write
+from bench.sweep.precision import DTYPES, peak_name
 
 # name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
 MATMUL_PRECISIONS = {

@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import torch
 
-from bench.attention import ATTENTION
-from bench.models import MODELS
-from bench.modes import MODES
-from bench.precision import DTYPES, PRECISIONS
+from bench.sweep.attention import ATTENTION
+from bench.sweep.models import MODELS
+from bench.sweep.modes import MODES
+from bench.sweep.precision import DTYPES, PRECISIONS
 
 PHASES = ("fwd", "fwdbwd", "step")
 # validate's trust stage sets this (a fraction, e.g. 0.05) in one side of its ab pairs: that side's sweep times

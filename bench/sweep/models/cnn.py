@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models.spec import ModelSpec, image_batch
+from bench.sweep.models.spec import ModelSpec, image_batch
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:

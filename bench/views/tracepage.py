@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.htmlpage import page, table_html
-from bench.profile import categorise
-from bench.rundir import RunDir, atomic_write
+from bench.results.rundir import RunDir, atomic_write
+from bench.run.profile import categorise
+from bench.views.htmlpage import page, table_html
 
 GPU_WORK = ("kernel", "gpu_memcpy", "gpu_memset")  # what occupies a GPU stream
 STEP = "ProfilerStep#"  # torch.profiler's annotation of each profiled step, on the CPU and on the GPU

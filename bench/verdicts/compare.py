@@ -1,6 +1,6 @@
 """Runs from different machines (or software) side by side: the same cases lined up, throughput ratios
 against the first run, and the same ratios normalised by each machine's calibrated peak. Where every run
-measured a case's device time the same way (a GPU's own time, bench/devicetime.py), the ratios are of it:
+measured a case's device time the same way (a GPU's own time, bench/run/devicetime.py), the ratios are of it:
 a host-bound case's end-to-end time follows the host's CPU, and comparing it compares CPUs."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.calibrate import peak_tflops
-from bench.plotting import plt, save
-from bench.row import DEVICE_BOUND_SHARE, DEVICE_METHODS
-from bench.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
+from bench.machine.calibrate import peak_tflops
+from bench.results.row import DEVICE_BOUND_SHARE, DEVICE_METHODS
+from bench.results.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
+from bench.views.plotting import plt, save
 
 KEY = ["case_id", "kind", "model", "phase", "precision", "batch", "attention"]
 

@@ -1,7 +1,7 @@
 """The model registry: name -> ModelSpec. Adding a model is one file and one line here."""
 
-from bench.models import cnn, rnn, transformer, vision
-from bench.models.spec import SIZES, Batch, ModelSpec
+from bench.sweep.models import cnn, rnn, transformer, vision
+from bench.sweep.models.spec import SIZES, Batch, ModelSpec
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec

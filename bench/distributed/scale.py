@@ -1,5 +1,5 @@
 """Data-parallel scaling: `python -m bench scale --nproc 1,2,4` runs the training step of each case on
-PyTorch's own distributed engine, one `torchrun` per world size (bench/scale_worker.py on every rank;
+PyTorch's own distributed engine, one `torchrun` per world size (bench/distributed/scale_worker.py on every rank;
 NCCL on GPUs, one per local rank, gloo on CPUs), and records a row per case and world size in a run
 folder: global samples/s and the scaling efficiency against one process, every rank's median beside
 rank 0's raw rounds. A world size whose torchrun fails or times out gets an error row (which rank, why)
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bench import MAX_TIME_S, MIN_ROUNDS
-from bench.cases import Case
-from bench.environment import fingerprint
-from bench.row import Row
-from bench.rundir import RunDir, RunWriter
-from bench.scale_worker import error_file
+from bench.distributed.scale_worker import error_file
+from bench.machine.environment import fingerprint
+from bench.results.row import Row
+from bench.results.rundir import RunDir, RunWriter
+from bench.sweep.cases import Case
 
 MARK = "ARCHBENCH_SCALE_RUN"  # set in torchrun's environment, inherited by every rank: how strays are found
 KILL_GRACE_S = 10.0
@@ -54,7 +54,7 @@ class Launch:
 
     def command(self, nproc: int, cases: Path, out: Path) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", *self.rendezvous, "--nproc-per-node", str(nproc),
-                "--max-restarts", "0", "-m", "bench.scale_worker", "--cases", str(cases), "--out", str(out),
+                "--max-restarts", "0", "-m", "bench.distributed.scale_worker", "--cases", str(cases), "--out", str(out),
                 "--device", self.device, "--max-time", str(self.max_time), "--min-rounds", str(self.min_rounds),
                 *(["--profile-dir", str(self.profile_dir)] if self.profile_dir else [])]
 

@@ -1,21 +1,21 @@
 """Paired A/B timing, as asv's `continuous` does: `python -m bench ab BASE CANDIDATE -- SWEEP OPTIONS` runs
 two git revisions of this checkout (worktrees sharing the installed environment), or one revision under
 two Python interpreters, in K pairs of fresh processes. The two processes of a pair run side by side (pinned
-to the same CPUs with `cpus`) and take turns (bench/turns.py): A and B time each case back to back, in the same
+to the same CPUs with `cpus`) and take turns (bench/verdicts/turns.py): A and B time each case back to back, in the same
 iterations and rounds, under the same host speed, and neither builds, counts or profiles on the device
 while the other times. What moves between pairs is the processes (clocks, placement, algorithm choices),
 so a process's median per case is the unit of evidence: each case's verdict comes from the log-ratios of
 its pairs (a t interval), with Holm's correction over the cases.
 
 Each case is judged on one metric: `device` (the default) is the GPU's own time where every process
-measured it (bench/devicetime.py) and the host's time otherwise (on a CPU they are the same); `host` is the
+measured it (bench/run/devicetime.py) and the host's time otherwise (on a CPU they are the same); `host` is the
 end-to-end time. A case is slower when its mean log-ratio is significant (Holm-adjusted p below alpha, the
 interval above 1) and its ratio above 1 + half the threshold, so a real change of the threshold's size is
 caught most of the time rather than half of it. A case found slower on host time fails only if K more
 pairs find it slower again (host time drifts between pairs; device time hardly does).
 
 With `instructions`, each process runs the sweep under valgrind's callgrind and a case's value is its
-instruction count per step (bench/instructions.py): deterministic to well under 1 %, so one pair
+instruction count per step (bench/run/instructions.py): deterministic to well under 1 %, so one pair
 suffices, the count's spread over the pairs stands in for an interval, and nothing is re-run."""
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench import turns
-from bench.gate import broken_cases
-from bench.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
-from bench.row import DEVICE_METHODS
-from bench.rundir import RunError, load_results, load_rounds, sweep_options
-from bench.turns import SIDES
+from bench.results.row import DEVICE_METHODS
+from bench.results.rundir import RunError, load_results, load_rounds, sweep_options
+from bench.run.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
+from bench.verdicts import turns
+from bench.verdicts.gate import broken_cases
+from bench.verdicts.turns import SIDES
 
 METRICS = ("device", "host", "instructions")
 # Pairs by the sweep's device. CPU: enough to find 10 % twice over through the ~8 % pair-to-pair spread of the
@@ -356,7 +356,7 @@ def _worktree(repo: Path, ref: str, into: Path) -> Path:
 def sweep_device(sweep_args: list[str]) -> str:
     """The device type the sweep's processes time on: its --device, auto (a GPU where there is one) unless
     given."""
-    from bench.options import OptionError, resolve_device  # torch: only when ab runs, not for every --help
+    from bench.sweep.options import OptionError, resolve_device  # torch: only when ab runs, not for every --help
     value = "auto"
     for i, arg in enumerate(sweep_args):
         if arg == "--device" and i + 1 < len(sweep_args):

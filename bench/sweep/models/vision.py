@@ -6,7 +6,7 @@ size is ImageNet's 224x224.
 
 from __future__ import annotations
 
-from bench.models.spec import ModelSpec, image_batch
+from bench.sweep.models.spec import ModelSpec, image_batch
 
 RESOLUTION = {"quick": 64, "full": 224}
 BATCH_SIZES = {"quick": (1, 4), "full": (64, 256)}

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.attention import attend
-from bench.models.spec import Batch, ModelSpec
+from bench.sweep.attention import attend
+from bench.sweep.models.spec import Batch, ModelSpec
 
 SEQ_LEN = {"quick": 64, "full": 512}
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import first_line
-from bench.row import COLUMNS, DEFAULT_AXES, Row
+from bench.results.row import COLUMNS, DEFAULT_AXES, Row
 
 # The default reports folder of pytest and python -m bench alike: reports/ in the working directory (as
 # pytest-benchmark keeps .benchmarks/), so the repository's own when run from its root.

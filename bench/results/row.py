@@ -30,7 +30,7 @@ COLUMNS = [
 # A GPU case is host-bound when the GPU's own time is under this share of its end-to-end step: the rest is
 # the host's (launches, Python, syncs), so its time follows the CPU and a slower kernel can hide in it.
 DEVICE_BOUND_SHARE = 0.8
-# How a GPU's own time was measured (bench/devicetime.py); a CPU row's device_method is `host`.
+# How a GPU's own time was measured (bench/run/devicetime.py); a CPU row's device_method is `host`.
 DEVICE_METHODS = ("graph", "profiler")
 
 

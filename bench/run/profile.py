@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from bench.harness import WORKLOADS, cudnn_benchmark
+from bench.run.harness import WORKLOADS, cudnn_benchmark
 
 # Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
 # plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.

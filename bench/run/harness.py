@@ -21,17 +21,21 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import MAX_TIME_S, MIN_ROUNDS, attention, devicetime, instructions, telemetry, turns
-from bench.attention import ATTENTION, attention_flops
-from bench.cases import AttentionCase, Case
-from bench.environment import fingerprint
+from bench import MAX_TIME_S, MIN_ROUNDS
 from bench.errors import one_line
-from bench.flops import FORMULAS
-from bench.models import MODELS, Batch
-from bench.models.spec import ModelSpec
-from bench.modes import MEMORY_FORMATS, MODES, compile_counters
-from bench.precision import PRECISIONS, Precision
-from bench.row import Row
+from bench.machine import telemetry
+from bench.machine.environment import fingerprint
+from bench.results.row import Row
+from bench.run import devicetime, instructions
+from bench.run.flops import FORMULAS
+from bench.sweep import attention
+from bench.sweep.attention import ATTENTION, attention_flops
+from bench.sweep.cases import AttentionCase, Case
+from bench.sweep.models import MODELS, Batch
+from bench.sweep.models.spec import ModelSpec
+from bench.sweep.modes import MEMORY_FORMATS, MODES, compile_counters
+from bench.sweep.precision import PRECISIONS, Precision
+from bench.verdicts import turns
 
 Step = Callable[[], None]
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)  # glibc only
@@ -128,7 +132,7 @@ def _phase_step(phase: str, model: nn.Module, batch: Batch, spec: ModelSpec, pre
 
 def count_flops(step: Step, model: nn.Module, analytic: dict[str, int] | None = None,
                 backward: bool = False) -> int:
-    """FLOPs of one round, by FlopCounterMode with bench.flops' formulas. Attention is counted as its
+    """FLOPs of one round, by FlopCounterMode with bench.run.flops' formulas. Attention is counted as its
     matmuls (the same for every implementation; half the square under a causal mask); submodules named
     in `analytic` (path -> forward FLOPs: the RNNs, which the counter sees on some devices and not
     others) are replaced by that count, tripled when there is a backward."""
@@ -337,9 +341,9 @@ def round_plan(warmup_steps_s: Sequence[float], settings: Settings) -> tuple[int
 def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "",
             slowdown: float = 0.0) -> dict:
     """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end), time its
-    device time apart (bench/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
+    device time apart (bench/run/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
     of the timed rounds, and of the build and warm-up. Under `ab`, both sides time a case in the same
-    iterations and rounds and hand the turn over between rounds (bench/turns.py). `slowdown`: validate's
+    iterations and rounds and hand the turn over between rounds (bench/verdicts/turns.py). `slowdown`: validate's
     trust stage's known slowdown (`slowed`), added after warm-up."""
     device = settings.device
     on_gpu = device.type == "cuda"

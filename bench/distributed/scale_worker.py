@@ -23,13 +23,13 @@ import torch.distributed as dist
 from torch import nn
 
 from bench import MAX_TIME_S, MIN_ROUNDS
-from bench.cases import Case
 from bench.errors import first_line
-from bench.harness import make_step
-from bench.models import MODELS
-from bench.precision import PRECISIONS
-from bench.profile import profile_steps
-from bench.rundir import atomic_write
+from bench.results.rundir import atomic_write
+from bench.run.harness import make_step
+from bench.run.profile import profile_steps
+from bench.sweep.cases import Case
+from bench.sweep.models import MODELS
+from bench.sweep.precision import PRECISIONS
 
 
 def ddp(model: nn.Module, device: torch.device) -> nn.Module:

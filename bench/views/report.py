@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.calibrate import peak_tflops
-from bench.htmlpage import page, table_html
-from bench.plotting import plt, save
-from bench.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, device_figures, rates, timing_stats
-from bench.rundir import (
+from bench.machine.calibrate import peak_tflops
+from bench.results.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, device_figures, rates, timing_stats
+from bench.results.rundir import (
     REPORTS_DIR,
     RunDir,
     RunError,
@@ -27,7 +25,9 @@ from bench.rundir import (
     load_rounds,
     resolve,
 )
-from bench.tracepage import write_trace_pages
+from bench.views.htmlpage import page, table_html
+from bench.views.plotting import plt, save
+from bench.views.tracepage import write_trace_pages
 
 NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
 STOLEN_PCT = 5.0  # CPU time the hypervisor gave other guests while a case was timed, in % of all CPUs' time

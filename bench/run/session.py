@@ -10,13 +10,14 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from bench import calibrate, turns
 from bench.errors import one_line
-from bench.harness import WARMUP_S, Settings, run_case
-from bench.options import SweepOptions
-from bench.profile import profile_case
-from bench.row import Row
-from bench.rundir import RunDir, RunWriter
+from bench.machine import calibrate
+from bench.results.row import Row
+from bench.results.rundir import RunDir, RunWriter
+from bench.run.harness import WARMUP_S, Settings, run_case
+from bench.run.profile import profile_case
+from bench.sweep.options import SweepOptions
+from bench.verdicts import turns
 
 
 class Session:
@@ -88,7 +89,7 @@ class Session:
     def finish(self, benchmark_json: Callable[[list], dict]) -> None:
         """pytest-benchmark's JSON of the timed cases (made by `benchmark_json` from their records, raw
         rounds included), then the report; a report that fails says why, the results being on disk."""
-        from bench.report import write_report  # matplotlib loads only when a run ends
+        from bench.views.report import write_report  # matplotlib loads only when a run ends
 
         torch.set_num_threads(self.threads)  # --instructions ran on one
         if self.writer is None:

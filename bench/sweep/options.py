@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
-from bench import MAX_TIME_S, MIN_ROUNDS, instructions
-from bench.attention import ATTENTION
-from bench.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
-from bench.models import MODELS, SIZES
-from bench.modes import MEMORY_FORMATS, MODES
-from bench.precision import PRECISIONS
-from bench.rundir import REPORTS_DIR, default_run_id
+from bench import MAX_TIME_S, MIN_ROUNDS
+from bench.results.rundir import REPORTS_DIR, default_run_id
+from bench.run import instructions
+from bench.sweep.attention import ATTENTION
+from bench.sweep.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
+from bench.sweep.models import MODELS, SIZES
+from bench.sweep.modes import MEMORY_FORMATS, MODES
+from bench.sweep.precision import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -4,7 +4,7 @@ Rounds of one run are not independent samples of what another run would give: th
 the GPU's clocks and the process's placement, so a test over rounds calls two runs of the same code
 different (a U test put p = 6e-39 on an H200 A/A pair). The gate compares per-run summaries instead: each
 case's median in each run, on the device's own time where both runs measured it the same way
-(bench/devicetime.py) and on the host's otherwise, against a threshold no larger than the drift that same
+(bench/run/devicetime.py) and on the host's otherwise, against a threshold no larger than the drift that same
 machine's A/A runs show.
 A case is `slower` when its ratio exceeds 1 + threshold and `faster` below the reciprocal; within them,
 `inconclusive` when a run's own rounds spread (IQR over the median) by more than the threshold, else
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.row import timing_stats
-from bench.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, load_rounds, resolve
+from bench.results.row import timing_stats
+from bench.results.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, load_rounds, resolve
 
 METRICS = ("device", "host")
 # Default threshold by device and metric, from A/A runs (the same code twice) on these machines. CPU: 10 A/A

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from bench.models.spec import Batch, ModelSpec
+from bench.sweep.models.spec import Batch, ModelSpec
 
 VOCAB_SIZE = 25_000
 SEQ_LEN = {"quick": 64, "full": 512}

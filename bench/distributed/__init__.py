@@ -1,0 +1,1 @@
+"""Data-parallel scaling: the training step under torchrun at each world size."""

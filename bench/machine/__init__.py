@@ -1,0 +1,1 @@
+"""The machine: its fingerprint, measured peaks, GPU clocks, and the validation of a new machine."""
