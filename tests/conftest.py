@@ -2,7 +2,11 @@
 mutation runs judged by each module's own test file."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 
 def _interpreter_dot_reads_bfloat16() -> None:
@@ -46,3 +50,19 @@ def pytest_collection_modifyitems(config, items) -> None:
     if own:
         config.hook.pytest_deselected(items=[item for item in items if item not in own])
         items[:] = own
+
+
+@pytest.fixture
+def bench_main_in_a_fresh_process():
+    """Runs `python -m bench ARGS` in a new interpreter: whether it loaded torch, and its exit code."""
+    script = ("import sys\nfrom bench.__main__ import main\ncode = main(sys.argv[1:])\n"
+              "print('torch' in sys.modules, code)")
+
+    def run(*args: str) -> tuple[bool, int]:
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                              cwd=Path(__file__).resolve().parent.parent)
+        assert done.stdout.strip(), done.stderr
+        loaded, code = done.stdout.splitlines()[-1].split()
+        return loaded == "True", int(code)
+
+    return run

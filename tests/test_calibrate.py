@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bench.machine import calibrate
+from bench.results.peaks import PEAKS, peak_tflops
 
 CPU = torch.device("cpu")
 
@@ -28,12 +29,19 @@ def test_matmul_tflops_is_two_n_cubed_over_the_time(monkeypatch):
                                                   ("bf16", 40.0), ("fp16", 20.0)])
 def test_a_row_is_judged_against_the_peak_of_its_precision(precision, peak):
     calibration = {"matmul_tflops": {"fp32": 10.0, "tf32": 15.0, "fp16": 20.0, "bf16": 40.0}}
-    assert calibrate.peak_tflops(precision, calibration) == peak
+    assert peak_tflops(precision, calibration) == peak
+
+
+def test_calibration_measures_every_peak_a_row_can_be_judged_against():
+    measured = calibrate.MATMUL_PRECISIONS
+    assert measured == {"fp32": (torch.float32, False), "tf32": (torch.float32, True),
+                        "fp16": (torch.float16, False), "bf16": (torch.bfloat16, False)}
+    assert tuple(calibrate.MATMUL_PRECISIONS) == PEAKS
 
 
 def test_no_peak_without_a_calibration_or_for_an_unknown_precision():
-    assert calibrate.peak_tflops("fp32", {}) is None
-    assert calibrate.peak_tflops("fp8", {"matmul_tflops": {"fp32": 1.0}}) is None
+    assert peak_tflops("fp32", {}) is None
+    assert peak_tflops("fp8", {"matmul_tflops": {"fp32": 1.0}}) is None
 
 
 def test_copy_bandwidth_counts_the_read_and_the_write(monkeypatch):

@@ -210,3 +210,8 @@ def test_where_every_run_has_device_time_the_ratio_is_of_it_and_host_bound_cases
     lined = line_up(["h100", "h200"], reports_dir=two_runs)[0].set_index("case_id")
     assert lined.loc["cnn-fwd-amp_bf16-b8", "time"] == "host"  # two methods: not one quantity
     assert lined.loc["cnn-fwd-amp_bf16-b8", "x first | h200 (NVIDIA H200)"] == pytest.approx(1.5)
+
+
+def test_runs_are_compared_without_loading_torch(two_runs, bench_main_in_a_fresh_process):
+    assert bench_main_in_a_fresh_process("compare", "h100", "h200", "--reports-dir", str(two_runs)) == (False, 0)
+    assert (two_runs / "compare-h100-h200" / "compare.md").is_file()

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from bench.sweep.precision import DTYPES, PRECISIONS, dtype_name, peak_name
+from bench.results.peaks import peak_name
+from bench.sweep.precision import DTYPES, PRECISIONS, dtype_name
 
 CPU = torch.device("cpu")
 
@@ -13,7 +14,8 @@ CPU = torch.device("cpu")
     ("amp_fp16", torch.float16, True, "fp16"), ("amp_bf16", torch.bfloat16, False, "bf16")])
 def test_each_precision_computes_in_its_dtype_and_is_judged_against_its_peak(name, compute, scaled, peak):
     precision = PRECISIONS[name]
-    assert precision.compute_dtype == compute and precision.peak == peak and peak_name(name) == peak
+    assert precision.compute_dtype == compute and peak_name(name) == peak
+    assert peak == ("tf32" if precision.tf32 else dtype_name(precision.compute_dtype))  # the rule peak_name follows
     assert precision.scaler(CPU).is_enabled() == scaled
     x = torch.ones(4, 4)
     if precision.unavailable(CPU) is None:
@@ -23,7 +25,7 @@ def test_each_precision_computes_in_its_dtype_and_is_judged_against_its_peak(nam
 
 def test_plain_dtype_names_are_their_own_peak_and_unknown_names_have_none():
     assert peak_name("bf16") == "bf16" and peak_name("fp16") == "fp16"
-    assert peak_name("fp8") is None
+    assert peak_name("fp8") is None and peak_name("amp_fp8") is None
     assert {dtype_name(dtype): name for name, dtype in DTYPES.items()} == {name: name for name in DTYPES}
 
 

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.run.profile import categorise, profile_case
+from bench.results.categories import categorise
+from bench.run.profile import profile_case
 from bench.sweep.cases import Case
 
 CPU = torch.device("cpu")

@@ -1,6 +1,7 @@
 """The report, from a small fixture run on disk: tables recomputed from raw rounds, speed-ups, files."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -449,3 +450,12 @@ def test_a_cpu_run_has_no_device_sections(run_dir):
     write_report(str(run_dir))
     markdown = (run_dir / "summary.md").read_text()
     assert "## Host-bound cases" not in markdown and "## GPU clocks held down" not in markdown
+
+
+def test_the_report_and_its_trace_pages_are_written_without_loading_torch(run_dir, bench_main_in_a_fresh_process):
+    """The reading side never imports torch (seconds): a report, trace page included, from files alone."""
+    trace = run_dir / "traces" / "encoder-fwd-fp32-b4-sdpa"
+    shutil.copy(Path(__file__).parent / "data" / "h200-cnn-fwd-amp_bf16-b8.pt.trace.json.gz", trace)
+    assert bench_main_in_a_fresh_process("report", str(run_dir)) == (False, 0)
+    assert (trace / "index.html").is_file() and (run_dir / "report.html").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))

@@ -12,16 +12,12 @@ import torch
 
 from bench import CACHE_DIR
 from bench.machine.environment import fingerprint
+from bench.results.peaks import PEAKS
 from bench.results.rundir import atomic_write
-from bench.sweep.precision import DTYPES, peak_name
+from bench.sweep.precision import DTYPES
 
-# name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
-MATMUL_PRECISIONS = {
-    "fp32": (DTYPES["fp32"], False),
-    "tf32": (DTYPES["fp32"], True),
-    "fp16": (DTYPES["fp16"], False),
-    "bf16": (DTYPES["bf16"], False),
-}
+# peak name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
+MATMUL_PRECISIONS = {name: (DTYPES["fp32" if name == "tf32" else name], name == "tf32") for name in PEAKS}
 MATMUL_SIZE = {"cuda": 8192, "cpu": 512}  # CPU fp16 matmuls are slow: a smaller product keeps this short
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
 
@@ -91,7 +87,3 @@ def load_or_measure(device: torch.device, cache_dir: Path = CACHE_DIR, refresh: 
     atomic_write(path, json.dumps(result, indent=2))
     return result
 
-
-def peak_tflops(precision: str, calibration: dict) -> float | None:
-    """The machine's measured matmul peak (TFLOP/s) that a row of this precision is judged against."""
-    return calibration.get("matmul_tflops", {}).get(peak_name(precision) or "")

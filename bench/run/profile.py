@@ -3,36 +3,14 @@ Profiler tab, and a breakdown of where the time went, from the profiler's own ke
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
+from bench.results.categories import categorise
 from bench.run.harness import WORKLOADS, cudnn_benchmark
-
-# Operator and kernel names -> share categories, first match wins. Naive attention's two matmuls are
-# plain matmuls to the profiler; its softmax, SDPA's ops and kernels and our Triton kernels are attention.
-CATEGORIES = [
-    ("communication", r"c10d::|nccl|gloo|allreduce|all_reduce|allgather|all_gather|reduce_scatter|"
-                      r"record_param_comms"),  # data-parallel collectives (python -m bench scale)
-    ("attention", r"attention|attn|flash|fmha|softmax|sdpa"),
-    ("matmul/conv", r"\bmm\b|bmm|addmm|matmul|linear|conv|gemm|cutlass|xmma|wgmma|sm\d\d_|mkldnn|onednn|"
-                    r"_lstm|_gru|rnn"),
-    ("normalisation", r"norm"),
-    ("memory copy", r"copy|memcpy|memset|contiguous|clone|\bcat\b|to_copy|\bto\b|index|gather|scatter|embedding"),
-    ("elementwise", r"add|mul|div|sub|relu|gelu|silu|tanh|sigmoid|exp|where|fill|dropout|elementwise|vectorized|"
-                    r"pointwise|reduce|sum|mean|max|neg|pow|sqrt|clamp|masked|nll|loss|adam|foreach|mask|bernoulli"),
-]
-
-
-def categorise(name: str) -> str:
-    lowered = name.lower()
-    for category, pattern in CATEGORIES:
-        if re.search(pattern, lowered):
-            return category
-    return "other"
 
 
 def operator_times(prof: profile, on_gpu: bool) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import torch
 
 from bench.errors import one_line
 from bench.machine import calibrate
+from bench.results.peaks import peak_tflops
 from bench.results.row import Row
 from bench.results.rundir import RunDir, RunWriter
 from bench.run.harness import WARMUP_S, Settings, run_case
@@ -59,7 +60,7 @@ class Session:
         the row's figures in extra_info."""
         with turns.timed(case.id):  # under ab, all the case does on the device, inside its turn
             row = run_case(case, benchmark, self.settings)
-            row = row.but(peak_tflops=calibrate.peak_tflops(row.precision, self.calibration))
+            row = row.but(peak_tflops=peak_tflops(row.precision, self.calibration))
             if row.status == "ok" and self.options.profile:
                 row = self._profile(case, row)
         self.record(row, benchmark)

@@ -2,7 +2,7 @@
 supports.
 
 Also the one table of plain dtypes by name (fp32, fp16, bf16): the micro-benchmark's input dtypes and the
-keys of the calibrated matmul peaks. `peak_name` says which peak any row's precision is judged against.
+keys of the calibrated matmul peaks. bench/results/peaks.py says which peak a precision is judged against.
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ class Precision:
         """The dtype matmuls and attention see under this precision."""
         return self.autocast_dtype or torch.float32
 
-    @property
-    def peak(self) -> str:
-        """The calibrated matmul peak this precision is judged against: tf32's, or its compute dtype's."""
-        return "tf32" if self.tf32 else dtype_name(self.compute_dtype)
-
     @contextlib.contextmanager
     def math_mode(self) -> Iterator[None]:
         """Both TF32 switches (cuBLAS matmuls, cuDNN convolutions) set to this precision's, then restored:
@@ -78,14 +73,6 @@ PRECISIONS: dict[str, Precision] = {
         Precision("amp_bf16", torch.bfloat16),
     )
 }
-
-
-def peak_name(precision: str) -> str | None:
-    """The calibrated peak for a row's precision: a registry precision, or a plain dtype name (the
-    micro-benchmark's inputs); None for a name that is neither."""
-    if precision in PRECISIONS:
-        return PRECISIONS[precision].peak
-    return precision if precision in DTYPES else None
 
 
 @functools.cache

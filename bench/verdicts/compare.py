@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.machine.calibrate import peak_tflops
+from bench.results.peaks import peak_tflops
 from bench.results.row import DEVICE_BOUND_SHARE, DEVICE_METHODS
 from bench.results.rundir import REPORTS_DIR, RunError, atomic_write, load_calibration, load_results, resolve
 from bench.views.plotting import plt, save

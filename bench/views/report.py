@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import html
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.machine.calibrate import peak_tflops
+from bench.results.peaks import peak_tflops
 from bench.results.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, device_figures, rates, timing_stats
 from bench.results.rundir import (
     REPORTS_DIR,
@@ -238,14 +239,21 @@ def plot_breakdowns(breakdowns: pd.DataFrame) -> plt.Figure | None:
 
 
 def log_scalars(ok: pd.DataFrame, tb_dir: Path) -> None:
-    """Each case's headline figures as TensorBoard scalars, so runs can be set side by side there."""
-    from torch.utils.tensorboard import SummaryWriter
+    """Each case's headline figures as TensorBoard scalars, so runs can be set side by side there: the
+    events torch's SummaryWriter writes, through TensorBoard's own writer (no torch)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    with SummaryWriter(log_dir=str(tb_dir)) as writer:
+    writer = EventFileWriter(str(tb_dir))
+    try:
         for _, row in ok.iterrows():
             for name in ("samples_per_s", "tflops", "median_ms"):
                 if pd.notna(row[name]):
-                    writer.add_scalar(f"{row['case_id']}/{name}", float(row[name]), 0)
+                    value = Summary.Value(tag=f"{row['case_id']}/{name}", simple_value=float(row[name]))
+                    writer.add_event(Event(wall_time=time.time(), step=0, summary=Summary(value=[value])))
+    finally:
+        writer.close()
 
 
 def _markdown(frame: pd.DataFrame, index: bool = False) -> str:
@@ -347,7 +355,7 @@ def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
     that did not run, and the environment they ran in."""
     noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
     stolen = ok[ok["cpu_steal_pct"] > STOLEN_PCT][["case_id", "median_ms", "cpu_steal_pct"]]
-    throttled = ok[ok["throttle"].fillna("").astype(str) != ""][["case_id", "median_ms", "sm_clock_mhz", "throttle"]]
+    throttled = ok[ok["throttle"].astype("string").fillna("") != ""][["case_id", "median_ms", "sm_clock_mhz", "throttle"]]
     environment = frame.iloc[0][[c for c in ENVIRONMENT if c in frame.columns]].fillna("").to_frame("value")
     return [
         Section(f"Noisy cases (IQR above {NOISY_IQR:.0%} of the median)", noisy),

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.results.categories import categorise
 from bench.results.rundir import RunDir, atomic_write
-from bench.run.profile import categorise
 from bench.views.htmlpage import page, table_html
 
 GPU_WORK = ("kernel", "gpu_memcpy", "gpu_memset")  # what occupies a GPU stream
