@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.results.row import DEVICE_METHODS
 from bench.results.rundir import RunError, load_results, load_rounds, sweep_options
 from bench.run.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
 from bench.verdicts import turns
 from bench.verdicts.gate import broken_cases
+from bench.verdicts.rule import tally, verdict
 from bench.verdicts.turns import SIDES
 
 METRICS = ("device", "host", "instructions")
@@ -81,6 +81,8 @@ class PairVerdict:
 
 def log_ratio_test(base: np.ndarray, cand: np.ndarray) -> float:
     """Two-sided p of the one-sample t test that the mean log-ratio of the pairs is 0."""
+    from scipy import stats  # imported here: a second to load, and only a verdict needs it
+
     logs = np.log(cand / base)
     if logs.size < 2:
         return 1.0
@@ -94,6 +96,8 @@ def judge_pairs(case: str, base: np.ndarray, cand: np.ndarray, threshold: float,
     """Slower or faster when the (adjusted) p is below alpha, the interval clear of 1 and the mean log-ratio
     beyond MIN_EFFECT of the threshold; inconclusive when the pairs could not detect a change of the
     threshold's size; unchanged otherwise."""
+    from scipy import stats
+
     logs = np.log(cand / base)
     k = logs.size
     mean = float(logs.mean())
@@ -103,17 +107,8 @@ def judge_pairs(case: str, base: np.ndarray, cand: np.ndarray, threshold: float,
     low, high = math.exp(mean - t_alpha * se), math.exp(mean + t_alpha * se)
     mde = math.expm1((t_alpha + t_power) * se) if se < math.inf else math.inf
     ratio = math.exp(mean)
-    significant = p_value < alpha
-    effect = 1 + MIN_EFFECT * threshold
-    if ratio > effect and low > 1 and significant:
-        verdict = "slower"
-    elif ratio < 1 / effect and high < 1 and significant:
-        verdict = "faster"
-    elif mde > threshold:
-        verdict = "inconclusive"
-    else:
-        verdict = "unchanged"
-    return PairVerdict(case, metric, k, ratio, low, high, p_value, mde, verdict)
+    called = verdict(ratio, (low, high), mde, threshold, bar=1 + MIN_EFFECT * threshold, significant=p_value < alpha)
+    return PairVerdict(case, metric, k, ratio, low, high, p_value, mde, called)
 
 
 def judge_all(values: pd.DataFrame, threshold: float, alpha: float) -> list[PairVerdict]:
@@ -153,15 +148,8 @@ def judge_counts(counts: pd.DataFrame, threshold: float) -> list[PairVerdict]:
         ratio = float(np.median(cand) / np.median(base))
         spread = max(float(side.max() / side.min() - 1) for side in (base, cand))
         low, high = float(cand.min() / base.max()), float(cand.max() / base.min())
-        if ratio > 1 + threshold and low > 1:
-            verdict = "slower"
-        elif ratio < 1 / (1 + threshold) and high < 1:
-            verdict = "faster"
-        elif spread >= threshold:
-            verdict = "inconclusive"
-        else:
-            verdict = "unchanged"
-        verdicts.append(PairVerdict(case, "instructions", len(base), ratio, low, high, math.nan, spread, verdict))
+        verdicts.append(PairVerdict(case, "instructions", len(base), ratio, low, high, math.nan, spread,
+                                    verdict(ratio, (low, high), spread, threshold)))
     return verdicts
 
 
@@ -318,8 +306,7 @@ class ABResult:
     def markdown(self) -> str:
         base, cand = self.labels
         instructions = self.metric == "instructions"
-        counts = ", ".join(f"{sum(v.verdict == name for v in self.verdicts)} {name}"
-                           for name in ("slower", "faster", "unchanged", "inconclusive"))
+        counts = tally([v.verdict for v in self.verdicts])
         if instructions:
             how = f"threshold {self.threshold:.0%}; callgrind's instruction counts, which need no re-run"
             header = ["| case | verdict | pairs | ratio B/A | range of ratio | count spread |",

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.results.row import timing_stats
 from bench.results.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, load_rounds, resolve
+from bench.verdicts.rule import tally, verdict
 
 METRICS = ("device", "host")
 # Default threshold by device and metric, from A/A runs (the same code twice) on these machines. CPU: 10 A/A
@@ -55,15 +56,8 @@ def judge(case: str, baseline: np.ndarray, candidate: np.ndarray, threshold: flo
     base, cand = float(np.median(baseline)), float(np.median(candidate))
     ratio = cand / base
     spread = max(relative_iqr(baseline), relative_iqr(candidate))
-    if ratio > 1 + threshold:
-        verdict = "slower"
-    elif ratio < 1 / (1 + threshold):
-        verdict = "faster"
-    elif spread > threshold:
-        verdict = "inconclusive"
-    else:
-        verdict = "unchanged"
-    return Verdict(case, metric, base, cand, ratio, spread, threshold, verdict)
+    called = verdict(ratio, (ratio, ratio), spread, threshold)  # a ratio of medians: its own interval
+    return Verdict(case, metric, base, cand, ratio, spread, threshold, called)
 
 
 def relative_iqr(rounds: np.ndarray) -> float:
@@ -91,8 +85,7 @@ class GateResult:
 
     def markdown(self, baseline: str, candidate: str) -> str:
         """The table a person (or a CI step summary) reads: slowest changes first."""
-        counts = ", ".join(f"{sum(v.verdict == name for v in self.verdicts)} {name}"
-                           for name in ("slower", "faster", "unchanged", "inconclusive"))
+        counts = tally([v.verdict for v in self.verdicts])
         thresholds = sorted({(v.metric, v.threshold) for v in self.verdicts})
         how = ", ".join(f"{threshold:.0%} on {metric} time" for metric, threshold in thresholds)
         lines = [f"### archbench gate: {candidate} vs {baseline}", ""]
