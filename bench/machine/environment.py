@@ -10,12 +10,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _run(*cmd: str) -> str:
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=ROOT)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -44,7 +42,8 @@ def _gpu_driver() -> str:
 
 
 def git_commit() -> str:
-    """HEAD's hash, with '+dirty' when tracked files differ from it; '' outside a checkout."""
+    """HEAD's hash of the repository the user runs in (the working directory's, wherever archbench is
+    installed), with '+dirty' when tracked files differ from it; '' outside a checkout."""
     commit = _run("git", "rev-parse", "HEAD")
     if commit and _run("git", "status", "--porcelain", "--untracked-files=no"):
         commit += "+dirty"

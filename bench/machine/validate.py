@@ -32,7 +32,7 @@ from bench.sweep.attention import ATTENTION, attention_flops, naive
 from bench.sweep.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
 from bench.verdicts.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout whose tests/ and bench/ a validation runs
 STAGES = ("environment", "tests", "timers", "kernel", "sweep", "gate", "profile", "trust")
 # Seconds each stage may take; a sweep past its budget is interrupted and keeps the cases it finished.
 BUDGET_S = {
