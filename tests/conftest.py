@@ -1,5 +1,5 @@
-"""Unit-test set-up: Triton's interpreter (the root conftest turns it on where there is no GPU), and
-mutation runs judged by each module's own test file."""
+"""Unit-test set-up: Triton's interpreter (archbench's plugin, bench/run/plugin.py, turns it on where there is
+no GPU), and mutation runs judged by each module's own test file."""
 
 import os
 import subprocess

@@ -197,7 +197,8 @@ class ABRun:
         try:
             for side in SIDES:
                 command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
-                           "--benchmark-only", "-q", "-p", "no:cacheprovider", *sweep_options(run_ids[side], self.out)]
+                           "--benchmark-only", "-q", "-p", "no:cacheprovider", *sweep_options(run_ids[side], self.out),
+                           *plugin_args(self.roots[side])]
                 env = {**os.environ, **self.envs.get(side, {}), "PYTHONPATH": str(self.roots[side])}
                 passed: tuple[int, ...] = ()
                 if self.instructions:  # callgrind's dumps (for callgrind_annotate) beside the run folder
@@ -330,6 +331,12 @@ class ABResult:
         if self.broken:
             lines += ["", "Broken on B (ok on A; fails):"] + [f"- `{c}`: {what}" for c, what in self.broken.items()]
         return "\n".join(lines) + "\n"
+
+
+def plugin_args(root: Path) -> list[str]:
+    """A revision from before the plugin (its hooks in the root conftest.py) runs with the installed plugin
+    turned off: both would register the sweep's options."""
+    return [] if (root / "bench" / "run" / "plugin.py").is_file() else ["-p", "no:archbench"]
 
 
 def _worktree(repo: Path, ref: str, into: Path) -> Path:
