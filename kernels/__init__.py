@@ -1,5 +1,1 @@
-"""archbench's Triton kernels."""
-
-from kernels.flash_attention import flash_attention
-
-__all__ = ["flash_attention"]
+"""archbench's Triton kernels: kernels/flash_attention.py, the fused attention (see kernels/README.md)."""

@@ -398,7 +398,7 @@ def shape_constexprs(dtype: torch.dtype, head_dim: int, causal: bool) -> dict:
 AUTOTUNED = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq, "single_pass": _attn_bwd_single}
 # The constexprs that tell the two uses of the key-block backward kernel apart.
 FIXED_CONSTEXPRS = {"dkdv": {"ATOMIC_DQ": False}, "single_pass": {"ATOMIC_DQ": True}}
-BACKWARDS = ("split", "single_pass")
+BACKWARDS = {"split": ("dkdv", "dq"), "single_pass": ("single_pass",)}  # each backward's kernels
 
 
 def forget_configs() -> None:

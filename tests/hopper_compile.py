@@ -11,7 +11,6 @@ preset's Triton cases would: the pruned configs of each kernel for each (dtype, 
 
 import argparse
 import contextlib
-import importlib
 import io
 import json
 import multiprocessing
@@ -28,14 +27,14 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "the interpreter does not compile"
-attention = importlib.import_module("kernels.flash_attention")
+import kernels.flash_attention as attention  # noqa: E402
+
 HOPPER_SHARED_MEMORY = 227 * 1024  # the most one H100 thread block may use (cudaDevAttrMaxSharedMemoryPerBlockOptin)
 SCALARS = {"qk_scale": "fp32", "sm_scale": "fp32"}  # every other scalar argument is an int32
 FP32_POINTERS = {"LSE", "Delta", "DQ_ACC"}
 TRITON_DTYPE = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
 TORCH_DTYPE = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # Which kernels a backward runs, besides the forward.
-BACKWARD_KERNELS = {"split": ("dkdv", "dq"), "single_pass": ("single_pass",)}
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 REGISTERS = re.compile(r"Used (\d+) registers")
 
@@ -93,7 +92,7 @@ def preset_jobs(preset: str) -> list[tuple]:
 
     jobs = set()
     for backward, dtype, head_dim, causal in preset_triton_keys(preset):
-        names = ("fwd", *BACKWARD_KERNELS[backward])
+        names = ("fwd", *attention.BACKWARDS[backward])
         dtype_name = str(dtype).removeprefix("torch.")
         jobs |= {(name, config, dtype_name, head_dim, causal) for name in names
                  for config in pruned(name, dtype_name, head_dim)}

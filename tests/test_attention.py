@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.sweep.attention import ATTENTION, attention_flops, naive
+from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops, naive
 
 CPU = torch.device("cpu")
 
@@ -68,3 +68,10 @@ def test_override_runs_another_implementation_inside_the_block_only(monkeypatch)
     assert calls == [True, False]  # restored after the block
     with pytest.raises(KeyError, match="unknown attention implementation 'flash'"), attention.override("flash"):
         pass
+
+
+def test_every_triton_implementation_runs_one_of_the_kernel_s_backwards():
+    from kernels.flash_attention import BACKWARDS
+
+    assert sorted(TRITON_BACKWARDS.values()) == sorted(BACKWARDS)  # each backward timed, under one name
+    assert all(ATTENTION[name].needs_cuda for name in TRITON_BACKWARDS)

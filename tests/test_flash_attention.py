@@ -4,7 +4,6 @@ Tolerance, the way FlashAttention's tests set it: the kernel's largest error aga
 most a small multiple of the largest error of PyTorch's own attention computed in the same dtype.
 """
 
-import importlib
 
 import numpy as np
 import pytest
@@ -12,9 +11,8 @@ import torch
 import triton
 from triton.runtime import interpreter
 
-from kernels import flash_attention
-
-flash_attention_module = importlib.import_module("kernels.flash_attention")  # the package exports the function
+import kernels.flash_attention as flash_attention_module
+from kernels.flash_attention import flash_attention
 
 ERROR_MULTIPLE = 3  # FlashAttention's tests use 2 for the output; gradients pile up more rounding
 

@@ -1,13 +1,13 @@
 """Checks that need a CUDA GPU (`pytest -m gpu`); skipped, with the reason, everywhere else.
 `python -m bench validate` runs them first on a GPU (and on a CPU rehearses their collection)."""
 
-import importlib
 
 import numpy as np
 import pytest
 import torch
 from test_flash_attention import assert_matches_reference, inputs
 
+import kernels.flash_attention as flash_attention_module
 from bench.machine.validate import TIMER_SIZES, timer_row
 from bench.run import devicetime
 from bench.run.harness import Settings, model_workload, run_case
@@ -20,7 +20,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 GPU = torch.device("cuda")
 FAST_GPU = Settings(GPU, max_time=0.05, min_rounds=2, warmup_rounds=1)
 TIMER_AGREEMENT_PCT = 2.0
-flash_attention_module = importlib.import_module("kernels.flash_attention")
 
 
 @pytest.mark.parametrize("n", TIMER_SIZES["cuda"], ids=["0.1ms", "5ms", "100ms"])

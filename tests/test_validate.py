@@ -13,6 +13,7 @@ import torch
 
 from bench.__main__ import main
 from bench.machine import validate
+from bench.sweep.attention import TRITON_BACKWARDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ def test_rehearsal_tables_every_implementation_and_shape(rehearsal):
     kernel = pd.read_csv(rehearsal[0] / "kernel.csv")
     shapes = validate.KERNEL_SHAPES["quick"]
     assert len(kernel) == len(shapes["seqlens"]) * len(shapes["head_dims"]) * 2 * len(validate.KERNEL_IMPLS)
-    triton = kernel[kernel["impl"].isin(validate.TRITON_IMPLS)]
+    triton = kernel[kernel["impl"].isin(TRITON_BACKWARDS)]
     assert len(triton) == len(kernel) * 2 // len(validate.KERNEL_IMPLS)
     assert (triton["status"] == "skipped").all() and triton["reason"].str.contains("needs a CUDA GPU").all()
     math_rows = kernel[kernel["impl"] == "sdpa_math"]
@@ -99,7 +100,7 @@ def test_validate_refuses_bad_options_in_one_line(tmp_path, capsys, argv, messag
     assert not (tmp_path / "v").exists()
 
 
-@pytest.mark.parametrize("impl", validate.TRITON_IMPLS)
+@pytest.mark.parametrize("impl", TRITON_BACKWARDS)
 def test_check_triton_measures_the_kernel_against_float64(impl):
     good = validate.check_triton(torch.device("cpu"), torch.float32, 32, True, 40, impl)  # a ragged tail
     bad = validate.check_triton(torch.device("cpu"), torch.float32, 300, False, 16, impl)

@@ -5,7 +5,6 @@ the next one runs, so a rare GPU session is never lost to one broken stage."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from bench.errors import one_line
 from bench.results.row import timing_stats
 from bench.results.rundir import RunError, load_results, sweep_options
 from bench.run.harness import WARMUP_S, Settings, Workload, is_oom, measure
-from bench.sweep.attention import ATTENTION, attention_flops, naive
+from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops, naive
 from bench.sweep.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
 from bench.verdicts.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 
@@ -49,8 +48,7 @@ KERNEL_SHAPES = {
     "quick": {"seqlens": (128, 256), "head_dims": (64,), "tokens": 512, "hidden": 256},
     "full": {"seqlens": (1024, 4096, 16384), "head_dims": (64, 128), "tokens": 16384, "hidden": 2048},
 }
-TRITON_IMPLS = ("triton", "triton_1pass")  # the two backwards, timed side by side
-KERNEL_IMPLS = (*TRITON_IMPLS, "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
+KERNEL_IMPLS = (*TRITON_BACKWARDS, "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math")
 # pytest arguments of the subprocess stages, by size: the GPU tests, the sweep, one A/A run, the profiled cases.
 TEST_ARGS = ["-m", "gpu", "tests/", "-q", "-p", "no:cacheprovider", "-rfs"]
 SWEEP_ARGS = {
@@ -289,7 +287,7 @@ def kernel_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if sdpa:
             best = table[sdpa].max(axis=1)
             table["best_sdpa"] = table[sdpa].idxmax(axis=1)
-            for impl in (c for c in TRITON_IMPLS if c in table.columns):
+            for impl in (c for c in TRITON_BACKWARDS if c in table.columns):
                 table[f"{impl}_vs_best"] = table[impl] / best
         tables[phase] = table.reset_index()
     return tables
@@ -303,7 +301,7 @@ def kernel(v: Validation) -> str:
     rows, checks = [], []
     if ATTENTION["triton"].unavailable(v.device, dtype, 64, False) is None:
         checks = [check_triton(v.device, dtype, head_dim, causal, seqlen, impl)  # 1000: a tail no block divides
-                  for impl in TRITON_IMPLS for head_dim in shapes["head_dims"] for causal in (False, True)
+                  for impl in TRITON_BACKWARDS for head_dim in shapes["head_dims"] for causal in (False, True)
                   for seqlen in (1000, 1024)]
         pd.DataFrame(checks).to_csv(v.out / "kernel_check.csv", index=False)
         worst = pd.DataFrame(checks).filter(like="err_").max().max()
@@ -324,9 +322,10 @@ def kernel(v: Validation) -> str:
     frame = pd.DataFrame(rows)
     frame.to_csv(v.out / "kernel.csv", index=False)
     if v.device.type == "cuda":
-        kernels = importlib.import_module("kernels.flash_attention")  # the package exports the function by that name
+        from kernels.flash_attention import AUTOTUNED
+
         winners = {name: {str(key): str(config) for key, config in tuner.cache.items()}
-                   for name, tuner in kernels.AUTOTUNED.items()}
+                   for name, tuner in AUTOTUNED.items()}
         (v.out / "kernel_configs.json").write_text(json.dumps(winners, indent=2))
     tables = kernel_tables(frame)
     markdown = [f"### {phase} TFLOP/s\n\n{table.to_markdown(index=False, floatfmt='.3g')}\n"

@@ -29,7 +29,7 @@ from bench.results.row import Row
 from bench.run import devicetime, instructions
 from bench.run.flops import FORMULAS
 from bench.sweep import attention
-from bench.sweep.attention import ATTENTION, attention_flops
+from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops
 from bench.sweep.cases import AttentionCase, Case
 from bench.sweep.models import MODELS, Batch
 from bench.sweep.models.spec import ModelSpec
@@ -306,8 +306,7 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     reason = case.unavailable(settings.device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)
-    uses_triton = (case.attention or "").startswith("triton")
-    triton = importlib.import_module("kernels.flash_attention") if uses_triton else None
+    triton = importlib.import_module("kernels.flash_attention") if case.attention in TRITON_BACKWARDS else None
     try:
         if triton:
             triton.forget_configs()

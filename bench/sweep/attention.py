@@ -40,12 +40,16 @@ def sdpa(backend: SDPBackend | None) -> AttentionFn:
     return attn
 
 
+# Our Triton kernel's implementations, by name: the backward each runs (kernels/flash_attention.py's BACKWARDS)
+TRITON_BACKWARDS = {"triton": "split", "triton_1pass": "single_pass"}
+
+
 def triton_flash(backward: str) -> AttentionFn:
     """archbench's Triton fused kernel with the given backward (imported on first use, so triton loads
     only when asked)."""
 
     def attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
-        from kernels import flash_attention
+        from kernels.flash_attention import flash_attention
 
         return flash_attention(q, k, v, causal=causal, backward=backward)
 
@@ -74,8 +78,7 @@ ATTENTION: dict[str, AttentionImpl] = {
         AttentionImpl("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
         AttentionImpl("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION)),
         AttentionImpl("sdpa_math", sdpa(SDPBackend.MATH)),
-        AttentionImpl("triton", triton_flash("split"), needs_cuda=True),
-        AttentionImpl("triton_1pass", triton_flash("single_pass"), needs_cuda=True),
+        *(AttentionImpl(name, triton_flash(backward), needs_cuda=True) for name, backward in TRITON_BACKWARDS.items()),
     )
 }
 

@@ -13,7 +13,7 @@ import torch
 from bench import MAX_TIME_S, MIN_ROUNDS
 from bench.results.rundir import REPORTS_DIR, default_run_id
 from bench.run import instructions
-from bench.sweep.attention import ATTENTION
+from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS
 from bench.sweep.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
 from bench.sweep.models import MODELS, SIZES
 from bench.sweep.modes import MEMORY_FORMATS, MODES
@@ -218,14 +218,13 @@ def preset_triton_keys(name: str) -> set[tuple[str, torch.dtype, int, bool]]:
     """(backward, dtype, head dim, causal) of every Triton attention the preset runs: what autotuning
     compiles for (tests/hopper_compile.py --preset counts it)."""
     options = SweepOptions.from_values({"preset": name, "device": "cpu", "profile_steps": 3}.get)
-    backward = {"triton": "split", "triton_1pass": "single_pass"}
-    keys = {(backward[c.attention], c.torch_dtype, c.head_dim, c.causal)
-            for c in options.attention_cases if c.attention in backward}
+    keys = {(TRITON_BACKWARDS[c.attention], c.torch_dtype, c.head_dim, c.causal)
+            for c in options.attention_cases if c.attention in TRITON_BACKWARDS}
     for case in options.cases:
-        if case.attention in backward:
+        if case.attention in TRITON_BACKWARDS:
             spec = MODELS[case.model]
             dtype = PRECISIONS[case.precision].compute_dtype
-            keys.add((backward[case.attention], dtype, spec.head_dim, spec.causal))
+            keys.add((TRITON_BACKWARDS[case.attention], dtype, spec.head_dim, spec.causal))
     return keys
 
 
