@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.create(args.reports_dir, args.run_id or default_run_id(), bool(args.run_id))
     launch = Launch(device.type, args.max_time, args.min_rounds, args.timeout,
                     rendezvous(nnodes, args.rdzv_endpoint, args.rdzv_id),
-                    run_dir.traces_dir if args.profile else None)
+                    run_dir.path if args.profile else None)
     rows = scale(cases, strategies, nprocs, run_dir, launch, log=lambda line: print(line, file=sys.stderr, flush=True))
     for row in rows:
         figures = (f"{row.global_samples_per_s:.4g} samples/s"

@@ -44,7 +44,7 @@ class Launch:
     min_rounds: int = MIN_ROUNDS
     timeout_s: float = 1800.0  # for one world size, every case included
     rendezvous: tuple[str, ...] = ("--standalone",)
-    profile_dir: Path | None = None  # rank 0 profiles each case into traces/ there
+    profile_run: Path | None = None  # the run folder: rank 0 profiles each case into its traces/
 
     @property
     def nodes(self) -> int:
@@ -56,7 +56,7 @@ class Launch:
         return [sys.executable, "-m", "torch.distributed.run", *self.rendezvous, "--nproc-per-node", str(nproc),
                 "--max-restarts", "0", "-m", "bench.distributed.scale_worker", "--cases", str(cases), "--out", str(out),
                 "--device", self.device, "--max-time", str(self.max_time), "--min-rounds", str(self.min_rounds),
-                *(["--profile-dir", str(self.profile_dir)] if self.profile_dir else [])]
+                *(["--profile-run", str(self.profile_run)] if self.profile_run else [])]
 
 
 def rendezvous(nnodes: int | None, endpoint: str | None, rdzv_id: str | None) -> tuple[str, ...]:

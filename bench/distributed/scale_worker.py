@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import nn
 
 from bench import MAX_TIME_S, MIN_ROUNDS
-from bench.errors import first_line
-from bench.results.rundir import atomic_write
+from bench.errors import one_line
+from bench.results.rundir import RunDir, atomic_write
 from bench.run.harness import make_step
 from bench.run.profile import profile_steps
 from bench.sweep.cases import Case
@@ -58,9 +58,10 @@ def error_file(out: Path, rank: int) -> Path:
 
 
 def time_case(case: Case, strategy: str, device: torch.device, max_time: float, min_rounds: int,
-              warmup_rounds: int, profile_dir: Path | None = None) -> dict:
+              warmup_rounds: int, profile_run: Path | None = None) -> dict:
     """Warm up and time one case's step on every rank; rank 0's rounds and every rank's median. With
-    `profile_dir`, every rank then runs a few more steps, which rank 0 profiles: its trace goes there, and
+    `profile_run`, every rank then runs a few more steps, which rank 0 profiles: its trace goes into that run
+    folder's traces/, and
     the collectives' share of its self time into the record."""
     rank, world = dist.get_rank(), dist.get_world_size()
     spec = MODELS[case.model]
@@ -86,12 +87,13 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
     dist.all_gather_object(medians, float(np.median(times)))
     record = {"case": dataclasses.asdict(case), "strategy": strategy, "rounds_s": times, "rank_medians_s": medians,
               "warmup_rounds": warmup_rounds}
-    if profile_dir is not None:
+    if profile_run is not None:
         name = f"{case.id}-{strategy}-w{world}"
         if rank == 0:
-            operators, shares = profile_steps(timed_round, device, profile_dir / name, name, PROFILED_STEPS)
-            atomic_write(profile_dir / name / "operators.csv", operators.to_csv(index=False))
-            atomic_write(profile_dir / name / "breakdown.csv", shares.to_csv(index=False))
+            run = RunDir(profile_run)
+            operators, shares = profile_steps(timed_round, device, run.trace_dir(name), name, PROFILED_STEPS)
+            atomic_write(run.operators_csv(name), operators.to_csv(index=False))
+            atomic_write(run.breakdown_csv(name), shares.to_csv(index=False))
             record["communication_share"] = float(shares.set_index("category")["share"].get("communication", 0.0))
         else:
             for _ in range(2 + PROFILED_STEPS):  # the same steps as rank 0's profiled ones: their collectives
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-time", type=float, default=MAX_TIME_S)
     parser.add_argument("--min-rounds", type=int, default=MIN_ROUNDS)
     parser.add_argument("--warmup-rounds", type=int, default=3)
-    parser.add_argument("--profile-dir", type=Path, default=None, help="profile each case into this folder")
+    parser.add_argument("--profile-run", type=Path, default=None, help="profile each case into this run folder")
     parser.add_argument("--collective-timeout", type=float, default=300.0,
                         help="seconds a collective may wait for a rank before failing")
     args = parser.parse_args(argv)
@@ -123,10 +125,9 @@ def main(argv: list[str] | None = None) -> None:
             case = Case(**spec["case"])
             try:
                 record = time_case(case, spec["strategy"], device, args.max_time, args.min_rounds, args.warmup_rounds,
-                                   args.profile_dir)
+                                   args.profile_run)
             except Exception as err:
-                detail = first_line(str(err))
-                atomic_write(error_file(args.out, rank), f"{type(err).__name__}: {detail}\n")
+                atomic_write(error_file(args.out, rank), one_line(err) + "\n")
                 raise
             if rank == 0:
                 results.append(record)

@@ -25,7 +25,7 @@ import torch
 
 from bench.errors import one_line
 from bench.results.row import timing_stats
-from bench.results.rundir import RunError, load_results, sweep_options
+from bench.results.rundir import RunDir, RunError, load_results, sweep_options
 from bench.run.harness import WARMUP_S, Settings, Workload, is_oom, measure
 from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops, naive
 from bench.sweep.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
@@ -339,7 +339,7 @@ def kernel(v: Validation) -> str:
 def sweep(v: Validation) -> str:
     """The sweep of every model, timed and reported as a user would run it."""
     code = v.sweep("sweep", SWEEP_ARGS[v.size], v.budget("sweep"))
-    results = v.runs / "sweep" / "results.csv"
+    results = RunDir(v.runs / "sweep").results_csv
     if not results.exists():
         raise RunError(f"the sweep wrote no results (pytest exit code {code}; see sweep.log)")
     frame = pd.read_csv(results)
@@ -354,7 +354,7 @@ def gate(v: Validation) -> str:
     done = subprocess.run([sys.executable, "-m", "bench", "gate", "aa-1", "aa-2", "--reports-dir", str(v.runs)],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     (v.out / "gate.md").write_text(done.stdout + done.stderr)
-    first, second = (pd.read_csv(v.runs / name / "results.csv").set_index("case_id") for name in ("aa-1", "aa-2"))
+    first, second = (pd.read_csv(RunDir(v.runs / name).results_csv).set_index("case_id") for name in ("aa-1", "aa-2"))
     shift = (second["median_s"] / first["median_s"] - 1).abs().dropna() * 100
     spread = {"cases": int(shift.size), "gate_exit": done.returncode}
     if shift.size:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.results.row import DEVICE_METHODS
-from bench.results.rundir import RunError, load_results, load_rounds, sweep_options
+from bench.results.rundir import RunDir, RunError, load_results, load_rounds, sweep_options
 from bench.run.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
 from bench.verdicts import turns
 from bench.verdicts.gate import broken_cases
@@ -235,7 +235,7 @@ class ABRun:
 
     def _collect(self, name: str, pair: int, side: str, run_id: str, code: int) -> None:
         """Keep one process's medians (or counts) and its cases' statuses."""
-        if code not in (0, 1) or not (self.out / run_id / "results.csv").is_file():
+        if code not in (0, 1) or not RunDir(self.out / run_id).results_csv.is_file():
             raise RunError(f"the sweep on side {side} failed (pytest exit code {code}; see {self.out / run_id}.log)")
         results = load_results(self.out / run_id)
         ok = results[results["status"] == "ok"].set_index("case_id")

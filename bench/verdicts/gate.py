@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from bench.results.row import timing_stats
-from bench.results.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, load_rounds, resolve
+from bench.results.rundir import (
+    REPORTS_DIR,
+    RunDir,
+    RunError,
+    load_device_rounds,
+    load_results,
+    load_rounds,
+    resolve,
+)
 from bench.verdicts.rule import tally, verdict
 
 METRICS = ("device", "host")
@@ -114,7 +122,7 @@ class GateResult:
 def _results(run: str, reports_dir: Path):
     """The run's results.csv, where it has one (a pytest-benchmark JSON file has none)."""
     path = resolve(run, reports_dir)
-    return load_results(path) if (path / "results.csv").is_file() else None
+    return load_results(path) if RunDir(path).results_csv.is_file() else None
 
 
 def environment_differences(base, cand) -> list[str]:
