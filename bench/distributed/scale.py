@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import MAX_TIME_S, MIN_ROUNDS
+from bench import MAX_TIME_S, MIN_ROUNDS, children
 from bench.distributed.scale_worker import error_file
 from bench.machine.environment import fingerprint
 from bench.results.row import Row
@@ -85,27 +84,16 @@ def run_world(command: list[str], log_path: Path, timeout_s: float) -> tuple[int
     """Run one torchrun to its end or its timeout; kill whatever of it is left. Returns its exit code (None
     when it timed out) and its output."""
     mark = uuid.uuid4().hex
-    env = {**os.environ, MARK: mark}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            code: int | None = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            _stop(proc, mark)
-    return code, log_path.read_text(errors="replace")
+    try:  # torchrun stops its workers on SIGTERM
+        code, late = children.run(command, log_path, timeout_s, stop_signal=signal.SIGTERM, grace_s=KILL_GRACE_S,
+                                  env={**os.environ, MARK: mark})
+    finally:
+        _kill_strays(mark)
+    return None if late else code, log_path.read_text(errors="replace")
 
 
-def _stop(proc: subprocess.Popen, mark: str) -> None:
-    """torchrun first (SIGTERM: it stops its workers), then anything still carrying the mark (SIGKILL)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _kill_strays(mark: str) -> None:
+    """Any rank still carrying the mark once torchrun is gone (SIGKILL)."""
     deadline = time.monotonic() + KILL_GRACE_S
     while (left := strays(mark)) and time.monotonic() < deadline:
         for pid in left:

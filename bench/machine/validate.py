@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench import children
 from bench.errors import one_line
 from bench.results.row import timing_stats
 from bench.results.rundir import RunDir, RunError, load_results, sweep_options
@@ -103,18 +103,9 @@ class Validation:
         normally (a sweep keeps the results, JSON and report of the cases done), then SIGKILL."""
         command = [sys.executable, "-m", "pytest", *args]
         self.log(" ".join(command))
-        with open(self.out / f"{name}.log", "w") as log:
-            proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                code = proc.wait(timeout=budget)
-            except subprocess.TimeoutExpired:
-                self.log(f"{name}: past its {budget:.0f} s budget, interrupted")
-                proc.send_signal(signal.SIGINT)
-                try:
-                    code = proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait()
+        code, late = children.run(command, self.out / f"{name}.log", budget, grace_s=60.0, cwd=ROOT)
+        if late:
+            self.log(f"{name}: past its {budget:.0f} s budget, interrupted")
         self.log(f"{name}: pytest exit code {code}")
         return code
 

@@ -20,6 +20,7 @@ suffices, the count's spread over the pairs stands in for an interval, and nothi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import children
 from bench.results.row import DEVICE_METHODS
 from bench.results.rundir import RunDir, RunError, load_results, load_rounds, sweep_options
 from bench.run.instructions import DUMP_DIR_ENV, InstructionsError, check_valgrind, helper, valgrind_command
@@ -193,8 +195,8 @@ class ABRun:
         """Start both sides' sweeps, referee their turns, and return their exit codes."""
         select = ["-k", " or ".join(f"[{case}]" for case in only)] if only else []  # the last -k is the one
         pipes = {side: (os.pipe(), os.pipe()) for side in SIDES} if not self.instructions else {}
-        procs: dict[str, subprocess.Popen] = {}
-        try:
+        with contextlib.ExitStack() as stack:  # however the pair ends, no sweep is left behind
+            sweeps: dict[str, children.Child] = {}
             for side in SIDES:
                 command = [self.pythons[side], "-m", "pytest", *(self.sweep_args or ["bench"]), *select,
                            "--benchmark-only", "-q", "-p", "no:cacheprovider", *sweep_options(run_ids[side], self.out),
@@ -210,11 +212,9 @@ class ABRun:
                     (to_child, _), (_, from_child) = pipes[side]
                     passed = (to_child, from_child)
                     env[turns.ENV] = f"{to_child},{from_child}"
-                with open(self.out / f"{run_ids[side]}.log", "w") as log:
-                    procs[side] = subprocess.Popen(command, cwd=self.roots[side], stdout=log, stderr=subprocess.STDOUT,
-                                                   env=env, pass_fds=passed,
-                                                   preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus))
-                                                   if self.cpus else None)
+                sweeps[side] = stack.enter_context(children.started(
+                    command, self.out / f"{run_ids[side]}.log", cwd=self.roots[side], env=env, pass_fds=passed,
+                    preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None))
             if pipes:
                 for (to_child, _), (_, from_child) in pipes.values():  # the children's ends: theirs alone now
                     os.close(to_child)
@@ -226,12 +226,7 @@ class ABRun:
                 finally:
                     for pipe in [*readers.values(), *writers.values()]:
                         pipe.close()
-            return {side: proc.wait() for side, proc in procs.items()}
-        finally:
-            for proc in procs.values():  # an interrupted referee leaves no sweep behind
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            return {side: sweep.wait() for side, sweep in sweeps.items()}
 
     def _collect(self, name: str, pair: int, side: str, run_id: str, code: int) -> None:
         """Keep one process's medians (or counts) and its cases' statuses."""
