@@ -1,6 +1,7 @@
 """The harness: FLOP counts against hand computations, training steps, and OOM cases recorded."""
 
 import copy
+import dataclasses
 import gc
 import time
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from bench.results.row import Row
 from bench.run import devicetime, harness
 from bench.run.harness import (
+    Measured,
     PeakMemory,
     Settings,
     TimedRound,
@@ -200,9 +203,9 @@ def test_a_flop_count_that_runs_out_of_memory_keeps_the_timing(benchmark):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
 
     row = measure(lambda: Workload(step=lambda: None, flops=out_of_memory), benchmark, FAST)
-    assert row["status"] == "ok" and len(row["rounds_s"]) >= 2
-    assert row["flops"] is None
-    assert row["reason"] == "FLOPs not counted: out of memory while counting"
+    assert row.status == "ok" and len(row.rounds_s) >= 2
+    assert row.flops is None
+    assert row.reason == "FLOPs not counted: out of memory while counting"
 
 
 def test_an_analytic_count_stands_in_even_where_the_counter_saw_nothing(capsys):
@@ -239,7 +242,7 @@ def held_weights() -> Workload:
 
 def test_peak_memory_covers_the_build(benchmark):
     row = measure(held_weights, benchmark, FAST)
-    assert 190e6 < row["peak_mem_bytes"] < 400e6 and 190e6 < row["peak_mem_warmup_bytes"] < 400e6
+    assert 190e6 < row.peak_mem_bytes < 400e6 and 190e6 < row.peak_mem_warmup_bytes < 400e6
 
 
 def test_the_timed_rounds_peak_leaves_out_the_warm_ups_scratch(benchmark):
@@ -253,7 +256,7 @@ def test_the_timed_rounds_peak_leaves_out_the_warm_ups_scratch(benchmark):
         return Workload(step=step, flops=lambda: 0)
 
     row = measure(build, benchmark, FAST)
-    assert row["peak_mem_warmup_bytes"] > 290e6 and row["peak_mem_bytes"] < 50e6
+    assert row.peak_mem_warmup_bytes > 290e6 and row.peak_mem_bytes < 50e6
 
 
 class FakeProc:
@@ -308,8 +311,8 @@ def test_rounds_are_sized_to_fill_the_time_and_bounded(benchmark):
     settings = Settings(device=CPU, max_time=0.1, min_rounds=3, warmup_rounds=2)
     row = measure(lambda: Workload(step=step, flops=lambda: 0), benchmark, settings)
     # 0.1 s of rounds of at least 2 ms: at most 50, and well above min_rounds unless the machine stalls
-    assert 5 <= len(row["rounds_s"]) <= 50 and len(calls) == len(row["rounds_s"]) + 2
-    assert all(r >= 0.002 for r in row["rounds_s"])
+    assert 5 <= len(row.rounds_s) <= 50 and len(calls) == len(row.rounds_s) + 2
+    assert all(r >= 0.002 for r in row.rounds_s)
 
 
 @pytest.mark.parametrize(("warmup_steps_s", "max_time", "plan"), [
@@ -328,11 +331,11 @@ def test_cpu_steal_is_read_just_before_and_after_the_timed_rounds(monkeypatch, b
     monkeypatch.setattr("bench.machine.telemetry.cpu_ticks", lambda: (steps.append("read"), next(readings))[1])
     settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: steps.append("step"), flops=lambda: 0), benchmark, settings)
-    rounds = fields["iterations"] * len(fields["rounds_s"])
+    rounds = fields.iterations * len(fields.rounds_s)
     # the warm-up, a reading, the rounds (and any extra call pytest-benchmark makes), a reading
     assert steps[:3] == ["step", "step", "read"] and steps[-1] == "read" and steps.count("read") == 2
     assert steps.count("step") >= 2 + rounds
-    assert fields["cpu_steal_pct"] == pytest.approx(15.0)
+    assert fields.cpu_steal_pct == pytest.approx(15.0)
 
 
 def busy(seconds: float) -> None:
@@ -351,13 +354,13 @@ def test_a_50us_step_is_repeated_so_a_round_lasts_2_milliseconds_and_timed_per_s
 
     settings = Settings(device=CPU, max_time=0.05, min_rounds=3, warmup_rounds=2)
     row = measure(lambda: Workload(step=step, flops=lambda: 0), benchmark, settings)
-    iterations, rounds = row["iterations"], len(row["rounds_s"])
+    iterations, rounds = row.iterations, len(row.rounds_s)
     assert 20 <= iterations <= 41  # ceil(2 ms / a warm-up round of 50 us or a little more)
-    assert all(50e-6 <= r < 500e-6 for r in row["rounds_s"])  # per step, not per round
+    assert all(50e-6 <= r < 500e-6 for r in row.rounds_s)  # per step, not per round
     # warm-up, the timed rounds, and pytest-benchmark's one extra call for the result
-    assert len(calls) == 2 + rounds * iterations + 1 and row["warmup_rounds"] == 2
+    assert len(calls) == 2 + rounds * iterations + 1 and row.warmup_rounds == 2
     assert calls[:2] == [True, True] and not any(calls[2:-1]) and gc.isenabled()  # no GC while timed
-    assert row["device_method"] == "host" and "device_rounds_s" not in row  # a CPU's device time is its host time
+    assert row.device_method == "host" and row.device_rounds_s == ()  # a CPU's device time is its host time
 
 
 def test_a_disabled_benchmark_runs_the_step_once_and_keeps_no_rounds():
@@ -369,13 +372,13 @@ def test_a_disabled_benchmark_runs_the_step_once_and_keeps_no_rounds():
 
     calls = []
     row = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 5), Disabled(), FAST)
-    assert row["rounds_s"] == () and row["reason"] == "" and row["flops"] == 5 and len(calls) == 1 + 1
+    assert row.rounds_s == () and row.reason == "" and row.flops == 5 and len(calls) == 1 + 1
 
 
 def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
     settings = Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=1, warmup_s=0.05)
     row = measure(lambda: Workload(step=lambda: time.sleep(0.005), flops=lambda: 0), benchmark, settings)
-    assert 0.05 <= row["warmup_s"] < 0.5 and 5 <= row["warmup_rounds"] <= 11
+    assert 0.05 <= row.warmup_s < 0.5 and 5 <= row.warmup_rounds <= 11
 
 
 def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkeypatch):
@@ -391,8 +394,7 @@ def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkey
     settings = Settings(device=CPU, warmup_rounds=3, instructions=True)
     fields = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 7, tokens=4), None, settings)
     assert counted == [(3, False)] and len(calls) == 3 + 2  # the warm-up, then only the count: nothing timed
-    assert fields == {"status": "ok", "reason": "", "flops": 7, "batch_tokens": 4, "warmup_rounds": 3,
-                      "instructions": 1234.5}
+    assert fields == Measured(flops=7, batch_tokens=4, warmup_rounds=3, instructions=1234.5)  # nothing timed
 
 
 def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
@@ -425,13 +427,13 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
     settings = Settings(device=cuda, max_time=0.01, min_rounds=2, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: log.append(("step", torch.backends.cudnn.benchmark)),
                                       flops=lambda: 0), benchmark, settings)
-    assert (fields["peak_mem_bytes"], fields["peak_mem_warmup_bytes"]) == (4096, 4096)
-    assert fields["device_rounds_s"] == (1e-3, 3e-3, 2e-3) and fields["device_method"] == "profiler"
-    assert fields["reason"] == "not captured: RuntimeError: sync"
-    assert (fields["sm_clock_mhz"], fields["throttle"]) == (1755.0, "sw power cap; hw thermal slowdown")
+    assert (fields.peak_mem_bytes, fields.peak_mem_warmup_bytes) == (4096, 4096)
+    assert fields.device_rounds_s == (1e-3, 3e-3, 2e-3) and fields.device_method == "profiler"
+    assert fields.reason == "not captured: RuntimeError: sync"
+    assert (fields.sm_clock_mhz, fields.throttle) == (1755.0, "sw power cap; hw thermal slowdown")
     # the device time is taken after the host rounds, with their iterations, cuDNN's choices still in force
     device_calls = [value for name, value in log if name == "device time"]
-    assert device_calls == [(fields["iterations"], min(len(fields["rounds_s"]), harness.DEVICE_ROUNDS), True)]
+    assert device_calls == [(fields.iterations, min(len(fields.rounds_s), harness.DEVICE_ROUNDS), True)]
     assert [name for name, _ in log].index("device time") == len(log) - 2  # then the last clock reading
     assert {value for name, value in log if name == "step"} == {True} and torch.backends.cudnn.benchmark is False
     assert {device for name, device in log if name not in ("step", "clocks", "device time")} == {cuda}
@@ -681,8 +683,8 @@ def test_a_slowed_case_is_sized_after_its_warm_up_and_timed_slower(benchmark):
     settings = Settings(device=CPU, max_time=0.02, min_rounds=3, warmup_rounds=2)
     fields = measure(lambda: Workload(step=lambda: calls.append(None) or time.sleep(0.004), flops=lambda: 0),
                      benchmark, settings, slowdown=0.5)
-    assert fields["warmup_rounds"] == 2 and len(calls) >= 2 + harness.SLOWDOWN_SIZING_STEPS
-    assert all(r >= 0.004 * 1.5 for r in fields["rounds_s"])  # 4 ms and half of it again, each step
+    assert fields.warmup_rounds == 2 and len(calls) >= 2 + harness.SLOWDOWN_SIZING_STEPS
+    assert all(r >= 0.004 * 1.5 for r in fields.rounds_s)  # 4 ms and half of it again, each step
 
 
 @pytest.mark.parametrize(("phase", "mode", "refused"), [
@@ -699,4 +701,11 @@ def test_device_time_does_not_try_to_capture_an_optimizer_step_nor_a_mode_with_c
 def test_no_warm_up_asked_still_warms_up_once_to_size_the_rounds(benchmark):
     fields = measure(lambda: Workload(step=lambda: time.sleep(0.001), flops=lambda: 0), benchmark,
                      Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=0))
-    assert fields["warmup_rounds"] == 1 and fields["iterations"] >= 1 and len(fields["rounds_s"]) >= 2
+    assert fields.warmup_rounds == 1 and fields.iterations >= 1 and len(fields.rounds_s) >= 2
+
+
+def test_what_measure_hands_over_is_a_row_s_fields_with_the_row_s_defaults():
+    """A row takes a Measured whole: every field is the row's, and an unmeasured one leaves the row as it was."""
+    row_fields = {f.name: f for f in dataclasses.fields(Row)}
+    for f in dataclasses.fields(Measured):
+        assert f.name in row_fields and f.default == row_fields[f.name].default, f.name

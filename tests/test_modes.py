@@ -109,9 +109,9 @@ def test_graph_breaks_and_recompiles_after_the_first_call_are_counted(benchmark)
 
     torch._dynamo.reset()
     fields = measure(lambda: Workload(step, lambda: 0, compiled=True), benchmark, FAST)
-    assert fields["graph_breaks"] == 2  # found by the first call's compile (a recompile meets them again)
-    assert fields["recompiles"] >= 1  # the second shape compiled again, after the first call
-    assert fields["compile_s"] > 0
+    assert fields.graph_breaks == 2  # found by the first call's compile (a recompile meets them again)
+    assert fields.recompiles >= 1  # the second shape compiled again, after the first call
+    assert fields.compile_s > 0
 
 
 class Refused(nn.Module):

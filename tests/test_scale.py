@@ -15,7 +15,7 @@ import pytest
 
 from bench.distributed import scale as scale_module
 from bench.distributed.scale import MARK, Launch, _timed, failure, rendezvous, run_world, strays
-from bench.distributed.scale_worker import error_file
+from bench.distributed.scale_worker import CaseRecord, error_file
 from bench.results.row import Row
 from bench.results.rundir import RunDir, load_results, load_rounds
 from bench.sweep.cases import Case
@@ -160,16 +160,16 @@ def test_efficiency_is_against_the_one_process_row_of_the_same_case(tmp_path):
     single: dict[str, float] = {}
     base = Row.for_case(Case("cnn", "step", "fp32", 4), "cpu", {})
     one = _timed(base.but(case_id="cnn-step-fp32-b4-ddp-w1", world_size=1),
-                 {"rounds_s": [0.1, 0.1, 0.1], "rank_medians_s": [0.1], "warmup_rounds": 3}, single,
+                 CaseRecord({}, "ddp", [0.1, 0.1, 0.1], [0.1], 3), single,
                  "cnn-step-fp32-b4-ddp")
     four = _timed(base.but(case_id="cnn-step-fp32-b4-ddp-w4", world_size=4),
-                  {"rounds_s": [0.2, 0.2, 0.2], "rank_medians_s": [0.2, 0.21, 0.2, 0.19], "warmup_rounds": 3}, single,
+                  CaseRecord({}, "ddp", [0.2, 0.2, 0.2], [0.2, 0.21, 0.2, 0.19], 3), single,
                   "cnn-step-fp32-b4-ddp")
     assert (one.global_samples_per_s, one.scaling_efficiency) == (pytest.approx(40.0), pytest.approx(1.0))
     assert (four.global_samples_per_s, four.scaling_efficiency) == (pytest.approx(80.0), pytest.approx(0.5))
     assert four.rank_medians_s == "0.2;0.21;0.2;0.19"
     alone = _timed(base.but(case_id="gru-step-fp32-b4-ddp-w2", world_size=2),
-                   {"rounds_s": [0.2], "rank_medians_s": [0.2, 0.2], "warmup_rounds": 3}, single,
+                   CaseRecord({}, "ddp", [0.2], [0.2, 0.2], 3), single,
                    "gru-step-fp32-b4-ddp")
     assert alone.scaling_efficiency is None  # no one-process figure to compare with
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import MAX_TIME_S, MIN_ROUNDS, children
-from bench.distributed.scale_worker import error_file
+from bench.distributed.scale_worker import CaseRecord, error_file
 from bench.machine.environment import fingerprint
 from bench.results.row import Row
 from bench.results.rundir import RunDir, RunWriter
@@ -139,7 +139,7 @@ def scale(cases: list[Case], strategies: list[str], nprocs: list[int], run_dir: 
         if code == 0 and not out.is_file():  # several nodes: rank 0, and so the results, were on another
             log(f"scale: world size {nproc}: ran; the node that ran rank 0 records the results")
             continue
-        done = json.loads(out.read_text()) if out.is_file() else []
+        done = [CaseRecord(**record) for record in json.loads(out.read_text())] if out.is_file() else []
         why = "" if len(done) == len(jobs) else failure(code, output, out, nproc, launch.timeout_s)
         for i, job in enumerate(jobs):
             case, strategy = Case(**job["case"]), job["strategy"]
@@ -156,15 +156,15 @@ def scale(cases: list[Case], strategies: list[str], nprocs: list[int], run_dir: 
     return rows
 
 
-def _timed(row: Row, record: dict, single: dict[str, float], key: str) -> Row:
+def _timed(row: Row, record: CaseRecord, single: dict[str, float], key: str) -> Row:
     """A finished case's row: rank 0's rounds, every rank's median, global throughput and efficiency
     against `single`'s one-process figure for the same case and strategy (`key`)."""
-    row = row.but(rounds_s=tuple(record["rounds_s"]), iterations=1, warmup_rounds=record["warmup_rounds"],
-                  world_size=len(record["rank_medians_s"]),  # every node's ranks, where there are several
-                  rank_medians_s=";".join(f"{m:.6g}" for m in record["rank_medians_s"]))
+    row = row.but(rounds_s=tuple(record.rounds_s), iterations=1, warmup_rounds=record.warmup_rounds,
+                  world_size=len(record.rank_medians_s),  # every node's ranks, where there are several
+                  rank_medians_s=";".join(f"{m:.6g}" for m in record.rank_medians_s))
     global_rate = row.world_size * row.batch / float(np.median(row.rounds_s))
     if row.world_size == 1:
         single[key] = global_rate
     efficiency = global_rate / (row.world_size * single[key]) if key in single else None
     return row.but(global_samples_per_s=global_rate, scaling_efficiency=efficiency,
-                   communication_share=record.get("communication_share"))
+                   communication_share=record.communication_share)

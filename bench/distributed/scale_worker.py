@@ -57,8 +57,21 @@ def error_file(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.stem}.rank{rank}.error")
 
 
+@dataclasses.dataclass(frozen=True)
+class CaseRecord:
+    """What rank 0 keeps of a case: the results file holds a list of them, in the order of the jobs, which
+    scale.py reads back."""
+
+    case: dict  # the Case's fields
+    strategy: str
+    rounds_s: list[float]  # rank 0's, seconds per step
+    rank_medians_s: list[float]  # every rank's median, rank 0 first
+    warmup_rounds: int
+    communication_share: float | None = None  # profiled: the collectives' share of rank 0's self time
+
+
 def time_case(case: Case, strategy: str, device: torch.device, max_time: float, min_rounds: int,
-              warmup_rounds: int, profile_run: Path | None = None) -> dict:
+              warmup_rounds: int, profile_run: Path | None = None) -> CaseRecord:
     """Warm up and time one case's step on every rank; rank 0's rounds and every rank's median. With
     `profile_run`, every rank then runs a few more steps, which rank 0 profiles: its trace goes into that run
     folder's traces/, and
@@ -85,8 +98,7 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
     times = [timed_round() for _ in range(rounds[0])]
     medians: list[float | None] = [None] * world
     dist.all_gather_object(medians, float(np.median(times)))
-    record = {"case": dataclasses.asdict(case), "strategy": strategy, "rounds_s": times, "rank_medians_s": medians,
-              "warmup_rounds": warmup_rounds}
+    share = None
     if profile_run is not None:
         name = f"{case.id}-{strategy}-w{world}"
         if rank == 0:
@@ -94,11 +106,11 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
             operators, shares = profile_steps(timed_round, device, run.trace_dir(name), name, PROFILED_STEPS)
             atomic_write(run.operators_csv(name), operators.to_csv(index=False))
             atomic_write(run.breakdown_csv(name), shares.to_csv(index=False))
-            record["communication_share"] = float(shares.set_index("category")["share"].get("communication", 0.0))
+            share = float(shares.set_index("category")["share"].get("communication", 0.0))
         else:
             for _ in range(2 + PROFILED_STEPS):  # the same steps as rank 0's profiled ones: their collectives
                 timed_round()
-    return record
+    return CaseRecord(dataclasses.asdict(case), strategy, times, medians, warmup_rounds, share)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             if rank == 0:
                 results.append(record)
-                atomic_write(args.out, json.dumps(results))
+                atomic_write(args.out, json.dumps([dataclasses.asdict(done) for done in results]))
     finally:
         dist.destroy_process_group()
 

@@ -176,16 +176,16 @@ def timer_row(n: int, device: torch.device) -> dict:
         a @ b
 
     host = HostRounds()
-    fields = measure(lambda: Workload(step, lambda: 2 * n**3), host, Settings(device, warmup_s=WARMUP_S[device.type]))
-    harness = timing_stats(fields["rounds_s"])
+    measured = measure(lambda: Workload(step, lambda: 2 * n**3), host, Settings(device, warmup_s=WARMUP_S[device.type]))
+    harness = timing_stats(measured.rounds_s)
     row = {"case": f"matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}", "rounds": harness["rounds"],
-           "iterations": fields["iterations"],
+           "iterations": measured.iterations,
            "harness_ms": harness["median_s"] * 1e3, "harness_iqr_ms": harness["iqr_s"] * 1e3}
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        row["device_ms"] = float(np.median(fields["device_rounds_s"])) * 1e3
-        row["device_method"] = fields["device_method"]
+        row["device_ms"] = float(np.median(measured.device_rounds_s)) * 1e3
+        row["device_method"] = measured.device_method
         row["do_bench_ms"] = do_bench(step, warmup=100, rep=max(100, 20 * row["device_ms"]), return_mode="median")
         row["harness_vs_do_bench_pct"] = 100 * (row["harness_ms"] / row["do_bench_ms"] - 1)
         row["device_vs_do_bench_pct"] = 100 * (row["device_ms"] / row["do_bench_ms"] - 1)

@@ -310,12 +310,13 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
     try:
         if triton:
             triton.forget_configs()
-        fields = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id,
-                         case.slowdown)
+        measured = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id,
+                           case.slowdown)
+        row = row.but(**dataclasses.asdict(measured))
         if triton:  # the autotuner's choice, which can differ between runs of the same code
             chosen = triton.last_configs().items()
-            fields["triton_configs"] = "; ".join(f"{kernel}: {config}" for kernel, config in chosen)
-        return row.but(**fields)
+            row = row.but(triton_configs="; ".join(f"{kernel}: {config}" for kernel, config in chosen))
+        return row
     except Exception as err:  # an OOM or a broken case is recorded, and the sweep goes on
         status = "oom" if is_oom(err) else "error"
         if status == "error":
@@ -337,8 +338,34 @@ def round_plan(warmup_steps_s: Sequence[float], settings: Settings) -> tuple[int
     return iterations, min(settings.max_rounds, max(settings.min_rounds, rounds))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What measure() found: a Row's measured fields, under the Row's own names and defaults, so a row takes
+    them whole (`row.but(**dataclasses.asdict(measured))`); an unknown name fails where it is made."""
+
+    status: str = "ok"
+    reason: str = ""
+    flops: int | None = None
+    batch_tokens: int | None = None
+    rounds_s: tuple[float, ...] = ()
+    iterations: int | None = None
+    warmup_rounds: int | None = None
+    warmup_s: float | None = None
+    peak_mem_bytes: int | None = None
+    peak_mem_warmup_bytes: int | None = None
+    cpu_steal_pct: float | None = None
+    device_rounds_s: tuple[float, ...] = ()
+    device_method: str | None = None
+    sm_clock_mhz: float | None = None
+    throttle: str | None = None
+    instructions: float | None = None
+    compile_s: float | None = None
+    graph_breaks: int | None = None
+    recompiles: int | None = None
+
+
 def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "",
-            slowdown: float = 0.0) -> dict:
+            slowdown: float = 0.0) -> Measured:
     """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end), time its
     device time apart (bench/run/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
     of the timed rounds, and of the build and warm-up. Under `ab`, both sides time a case in the same
@@ -397,12 +424,12 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
             raise
         flops = None
         notes.insert(0, "FLOPs not counted: out of memory while counting")
-    fields = {"status": "ok", "reason": "; ".join(filter(None, notes)), "flops": flops, "batch_tokens": work.tokens,
+    fields = {"reason": "; ".join(filter(None, notes)), "flops": flops, "batch_tokens": work.tokens,
               "warmup_rounds": warmup_rounds, **timed, **compiling}
     if settings.instructions:
-        return fields
-    return {**fields, "peak_mem_bytes": peak_mem, "peak_mem_warmup_bytes": warmup_peak, "iterations": iterations,
-            "warmup_s": warmup_s}
+        return Measured(**fields)
+    return Measured(**fields, peak_mem_bytes=peak_mem, peak_mem_warmup_bytes=warmup_peak, iterations=iterations,
+                    warmup_s=warmup_s)
 
 
 def _host_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
