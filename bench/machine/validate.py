@@ -27,7 +27,7 @@ from bench.errors import one_line
 from bench.results.row import timing_stats
 from bench.results.rundir import RunDir, RunError, load_results, sweep_options
 from bench.run.harness import WARMUP_S, Settings, Workload, is_oom, measure
-from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops, naive
+from bench.sweep.attention import ATTENTION, BACKWARD_FLOPS, TRITON_BACKWARDS, attention_flops, naive
 from bench.sweep.cases import SLOWDOWN_ENV, AttentionCase, Case, slowed_suffix
 from bench.verdicts.ab import DEFAULT_ALPHA, DEFAULT_PAIRS, DEFAULT_THRESHOLD, ABRun, judge_all, judged_values
 
@@ -261,7 +261,7 @@ def time_attention(impl: str, device: torch.device, dtype: torch.dtype, shape: t
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    for phase, factor in (("fwd", 1.0), ("bwd", 2.5)):  # backward: 2.5x the forward's FLOPs
+    for phase, factor in (("fwd", 1.0), ("bwd", BACKWARD_FLOPS)):
         if f"{phase}_ms" in result:
             result[f"{phase}_tflops"] = factor * flops / (result[f"{phase}_ms"] / 1e3) / 1e12
     return result

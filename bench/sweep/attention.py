@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bench.errors import first_line
+
 AttentionFn = Callable[..., torch.Tensor]
 
 
@@ -122,17 +124,20 @@ def _probe(name: str, device_type: str, dtype: torch.dtype, head_dim: int, causa
             warnings.simplefilter("ignore")
             impl.fn(q, q, q, causal=causal).sum().backward()
     except (RuntimeError, ValueError, ImportError) as err:
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        detail = first_line(str(err), 100) or type(err).__name__
         mask = " causal" if causal else ""
         return f"{name} has no kernel for {str(dtype).removeprefix('torch.')} head_dim={head_dim}{mask} " \
                f"on {device_type} ({detail})"
     return None
 
 
+BACKWARD_FLOPS = 2.5  # attention's backward, in forwards: five matmuls to the forward's two (FlashAttention's count)
+
+
 def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int, *,
                     causal: bool, with_backward: bool = False) -> int:
     """FLOPs of attention as FlashAttention's benchmarks count them: the two matmuls, 4*B*H*Sq*Sk*D
     forward, halved under a causal mask (the models count causal attention the same way); with the
-    backward (2.5x the forward) 3.5x that."""
+    backward (BACKWARD_FLOPS forwards) that and the backward's."""
     forward = 4 * batch * heads * seqlen_q * seqlen_k * head_dim // (2 if causal else 1)
-    return int(forward * 3.5) if with_backward else forward
+    return int(forward * (1 + BACKWARD_FLOPS)) if with_backward else forward
