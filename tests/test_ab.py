@@ -87,7 +87,7 @@ def gpu_processes(rng, pairs, shift=1.0):
 
 @pytest.mark.parametrize(("cases", "at_least"), [(1, 0.97), (3, 0.97), (10, 0.9)])
 def test_with_the_gpu_defaults_a_5_percent_slowdown_is_caught_and_an_a_a_run_stays_quiet(cases, at_least):
-    """What README states for the defaults on a GPU (6 pairs, threshold 5 %, alpha 0.05, device time), with
+    """What docs/gating.md states for the defaults on a GPU (6 pairs, threshold 5 %, alpha 0.05, device time), with
     Holm over the cases: in 200 simulated runs through 1 % process noise, one case of `cases` slowed 5 % is
     found slower in at least `at_least` of them and no other case ever is; the old rule (the ratio beyond
     the whole threshold) caught about half."""
@@ -256,6 +256,7 @@ SWEEP = ["bench/test_models.py", "--models", "cnn,gru", "--phases", "fwd", "--pr
          "--batch-sizes", "2", "--device", "cpu", "--benchmark-max-time", "0.02", "--benchmark-min-rounds", "9"]
 
 
+@pytest.mark.e2e
 def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_case(two_revisions):
     """`python -m bench ab BASE CANDIDATE -- SWEEP` in the checkout, without --out: the run lands in the
     checkout's reports/ab-<time>/ (each side's sweep runs in its own worktree, where a relative folder broke it)."""
@@ -297,12 +298,14 @@ def test_ab_as_readme_calls_it_confirms_a_slower_revision_and_names_a_broken_cas
     ({"alpha": 1.5}, "--alpha must be between 0 and 1"),
     ({"base": "no-such-ref"}, "no-such-ref: not a revision of "),
 ])
+@pytest.mark.e2e
 def test_unusable_input_is_one_line(two_revisions, tmp_path, kwargs, message):
     base = kwargs.pop("base", "HEAD")
     with pytest.raises(RunError, match=message):
         ab(base, "HEAD", SWEEP, tmp_path / "out", repo=two_revisions, **kwargs)
 
 
+@pytest.mark.e2e
 def test_a_terminated_ab_leaves_no_sweep_and_no_worktree_behind(two_revisions, tmp_path):
     """SIGTERM (a cancelled CI job) while a pair runs: both sides' processes stopped, worktrees removed."""
     fake = tmp_path / "python"  # a side's interpreter that just waits, marked so it can be found
@@ -342,6 +345,7 @@ def test_a_cpu_list_is_parsed_as_taskset_writes_it_and_checked_against_the_cpus_
         parse_cpus("4096")
 
 
+@pytest.mark.e2e
 def test_both_sides_run_pinned_to_the_cpus_asked(two_revisions, tmp_path):
     """Each side's interpreter (a script here) records the CPUs it may run on, then fails: ab stops there."""
     fake = tmp_path / "python"
@@ -354,6 +358,7 @@ def test_both_sides_run_pinned_to_the_cpus_asked(two_revisions, tmp_path):
     assert (tmp_path / "cpus").read_text().split("\n")[:2] == [f"Cpus_allowed_list:\t{cpu}"] * 2
 
 
+@pytest.mark.e2e
 def test_a_bad_candidate_revision_leaves_no_worktree_of_the_base(two_revisions, tmp_path):
     with pytest.raises(RunError, match="^no-such-ref: not a revision of "):
         ab("HEAD", "no-such-ref", SWEEP, tmp_path / "out", repo=two_revisions)

@@ -149,6 +149,7 @@ def test_the_micro_benchmark_is_one_group_of_the_summary(tmp_path):
     assert list(summary["x first | b (B)"]) == pytest.approx([3.0, 3.0])
 
 
+@pytest.mark.e2e
 def test_an_empty_run_folder_is_refused(two_runs):
     (two_runs / "empty").mkdir()
     done = subprocess.run([sys.executable, "-m", "bench", "compare", str(two_runs / "h100"), str(two_runs / "empty")],
@@ -212,6 +213,7 @@ def test_where_every_run_has_device_time_the_ratio_is_of_it_and_host_bound_cases
     assert lined.loc["cnn-fwd-amp_bf16-b8", "x first | h200 (NVIDIA H200)"] == pytest.approx(1.5)
 
 
+@pytest.mark.e2e
 def test_runs_are_compared_without_loading_torch(two_runs, bench_main_in_a_fresh_process):
     assert bench_main_in_a_fresh_process("compare", "h100", "h200", "--reports-dir", str(two_runs)) == (False, 0)
     assert (two_runs / "compare-h100-h200" / "compare.md").is_file()

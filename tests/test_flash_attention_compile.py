@@ -26,12 +26,14 @@ def compiled() -> list[dict]:
     return rows
 
 
+@pytest.mark.e2e
 def test_every_config_compiles_for_sm90_within_shared_memory(compiled):
     assert {row["kernel"] for row in compiled} == {"fwd", "dkdv", "dq", "single_pass"}
     too_big = [row for row in compiled if row["shared"] > HOPPER_SHARED_MEMORY]
     assert too_big == []
 
 
+@pytest.mark.e2e
 def test_no_16_bit_config_spills_registers(compiled):
     """fp32 inputs are left out: their one small config (Triton's IEEE dot runs on CUDA cores) spills in
     every kernel but the forward and dQ, and is there for its numerics (kernels/flash_attention.py)."""
@@ -39,6 +41,7 @@ def test_no_16_bit_config_spills_registers(compiled):
     assert [row for row in compiled if row["dtype"] != "float32" and row["spill_bytes"] > 0] == []
 
 
+@pytest.mark.e2e
 def test_pipelined_16_bit_configs_use_hopper_wgmma(compiled):
     pipelined = [row for row in compiled if row["dtype"] != "float32" and "num_stages: 1," not in row["config"]]
     assert pipelined and [row for row in pipelined if not row["wgmma"]] == []

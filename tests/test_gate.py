@@ -362,6 +362,7 @@ def test_device_times_measured_two_ways_are_not_compared_the_host_times_are(tmp_
     assert (verdict.metric, verdict.threshold, verdict.verdict) == ("host", 0.25, "unchanged")
 
 
+@pytest.mark.e2e
 def test_the_gate_reads_its_runs_without_loading_torch(tmp_path, bench_main_in_a_fresh_process):
     """Gating reads files only: torch (seconds to import) stays unloaded, however the command line is built."""
     base = benchmark_json(tmp_path / "base.json", {"a": rounds(seed=1)})

@@ -81,6 +81,7 @@ print(count(small), count(large), count(small))
 
 
 @needs_valgrind
+@pytest.mark.e2e
 def test_a_step_counted_under_callgrind_is_deterministic_and_scales_with_its_work(tmp_path):
     instructions.helper()  # compiled natively before valgrind runs the child
     done = subprocess.run([*instructions.valgrind_command(tmp_path), sys.executable, "-c", COUNT], cwd=ROOT,

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import bench
 
 READING_SIDE = ("results", "verdicts", "views")
 
 
+@pytest.mark.e2e
 def test_every_module_of_the_reading_side_imports_without_torch():
     modules = [info.name for role in READING_SIDE
                for info in pkgutil.walk_packages([str(Path(bench.__file__).parent / role)], f"bench.{role}.")]

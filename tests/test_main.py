@@ -8,16 +8,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.__main__ import main
+from bench.__main__ import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.e2e
 def test_help_lists_every_command_at_once():
     done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0
-    assert all(name in done.stdout for name in ("report", "tensorboard", "calibrate", "compare", "gate"))
+    listed = done.stdout.split("COMMAND", 2)[-1]
+    assert all(f"    {name}" in listed for name in COMMANDS) and len(COMMANDS) == 8
+
+
+def test_each_command_is_a_module_of_its_own_and_has_a_line_in_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(path.stem for path in (ROOT / "bench" / "commands").glob("[!_]*.py")) == sorted(COMMANDS)
+    assert all(f"| `{name}" in readme for name in COMMANDS)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ conftest.py: the sweep collects from the installed package in any directory."""
 import subprocess
 import sys
 
+import pytest
+
 from bench.verdicts.ab import plugin_args
 
 
@@ -12,6 +14,7 @@ def pytest_in(cwd, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_the_installed_package_s_sweep_collects_outside_the_checkout(tmp_path):
     done = pytest_in(tmp_path, "--pyargs", "bench", "--collect-only", "-q", "--models", "cnn", "--phases", "fwd")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -19,6 +22,7 @@ def test_the_installed_package_s_sweep_collects_outside_the_checkout(tmp_path):
     assert ids and all("test_model[cnn-fwd-" in line or "test_attention[" in line for line in ids)
 
 
+@pytest.mark.e2e
 def test_the_plugin_s_options_are_checked_outside_the_checkout(tmp_path):
     done = pytest_in(tmp_path, "--pyargs", "bench", "--collect-only", "-q", "--preset", "nope")
     assert done.returncode == 4

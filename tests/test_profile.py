@@ -70,6 +70,7 @@ def get_json(url: str):
     return json.loads(gzip.decompress(body) if gzipped else body)
 
 
+@pytest.mark.e2e
 def test_traces_load_in_tensorboard_profiler_plugin(traces):
     pytest.importorskip("tensorboard", reason="TensorBoard is not installed")
     pytest.importorskip("torch_tb_profiler", reason="torch-tb-profiler is not installed")

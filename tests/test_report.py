@@ -452,6 +452,7 @@ def test_a_cpu_run_has_no_device_sections(run_dir):
     assert "## Host-bound cases" not in markdown and "## GPU clocks held down" not in markdown
 
 
+@pytest.mark.e2e
 def test_the_report_and_its_trace_pages_are_written_without_loading_torch(run_dir, bench_main_in_a_fresh_process):
     """The reading side never imports torch (seconds): a report, trace page included, from files alone."""
     trace = run_dir / "traces" / "encoder-fwd-fp32-b4-sdpa"

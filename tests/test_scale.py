@@ -52,6 +52,7 @@ def two_ranks(tmp_path_factory):
     return done, tmp / "scale"
 
 
+@pytest.mark.e2e
 def test_two_gloo_ranks_write_one_row_per_case_and_world_size(two_ranks):
     done, run = two_ranks
     assert done.returncode == 0, done.stderr
@@ -66,6 +67,7 @@ def test_two_gloo_ranks_write_one_row_per_case_and_world_size(two_ranks):
     assert "scale: world size 2: 2 of 2 cases ok" in done.stderr
 
 
+@pytest.mark.e2e
 def test_global_throughput_and_efficiency_come_from_the_medians(two_ranks):
     _, run = two_ranks
     results = load_results(run).set_index("case_id")
@@ -78,6 +80,7 @@ def test_global_throughput_and_efficiency_come_from_the_medians(two_ranks):
         assert results.loc[f"{model}-ddp-w2", "scaling_efficiency"] == pytest.approx(two / (2 * one))
 
 
+@pytest.mark.e2e
 def test_with_profile_rank_0_leaves_a_trace_and_the_collectives_share(two_ranks):
     _, run = two_ranks
     results = load_results(run).set_index("case_id")
@@ -88,6 +91,7 @@ def test_with_profile_rank_0_leaves_a_trace_and_the_collectives_share(two_ranks)
         assert breakdown["communication"] == pytest.approx(results.loc[case, "communication_share"])
 
 
+@pytest.mark.e2e
 def test_the_report_has_the_scaling_table_and_plot(two_ranks):
     _, run = two_ranks
     summary = (run / "summary.md").read_text()
@@ -106,6 +110,7 @@ def test_the_report_has_the_scaling_table_and_plot(two_ranks):
         assert list(line.get_ydata()) == pytest.approx(list(rows["global_samples_per_s"]))
 
 
+@pytest.mark.e2e
 def test_a_rank_killed_mid_run_ends_its_world_size_with_an_error_row_and_leaves_nothing_behind(tmp_path):
     command = scale_command(tmp_path, "--nproc", "2", "--models", "cnn", "--batch-sizes", "2", "--max-time", "60")
     scale = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -174,6 +179,7 @@ def test_efficiency_is_against_the_one_process_row_of_the_same_case(tmp_path):
     assert alone.scaling_efficiency is None  # no one-process figure to compare with
 
 
+@pytest.mark.e2e
 def test_a_world_size_that_times_out_is_stopped_with_everything_it_started(tmp_path):
     """A stand-in torchrun that starts a child in a session of its own (as torchrun starts its ranks) and
     waits: both are gone when run_world returns."""
@@ -200,6 +206,7 @@ def strays_of_any_run() -> list[int]:
     return found
 
 
+@pytest.mark.e2e
 def test_strays_finds_a_marked_process():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                              env={**os.environ, MARK: "test-mark"})
@@ -211,6 +218,7 @@ def test_strays_finds_a_marked_process():
     assert strays("test-mark") == []
 
 
+@pytest.mark.e2e
 def test_bad_input_is_one_line(tmp_path):
     done = subprocess.run(scale_command(tmp_path, "--nproc", "0,2"), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
@@ -220,6 +228,7 @@ def test_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "scale").exists()
 
 
+@pytest.mark.e2e
 def test_the_scale_rows_read_back_as_a_frame(two_ranks):
     _, run = two_ranks
     frame = pd.read_csv(run / "results.csv")

@@ -23,6 +23,7 @@ def run_bench(*args: str, path: str = "bench/test_models.py") -> subprocess.Comp
                                 "resnet50, efficientnet_b0, convnext_tiny, vit_b_16 (or all)"),
     ("--run-id", "../x", "--run-id: '../x' must be letters, digits, '-', '_' or '.'"),
 ])
+@pytest.mark.e2e
 def test_bad_option_fails_at_once_with_one_line_naming_the_valid_choices(option, value, message):
     """A list option and a value option through pytest; test_options.py checks every option's message."""
     done = run_bench(option, value, "--collect-only", path="bench")
@@ -30,6 +31,7 @@ def test_bad_option_fails_at_once_with_one_line_naming_the_valid_choices(option,
     assert done.stderr.strip().splitlines() == [f"ERROR: {message}"]
 
 
+@pytest.mark.e2e
 def test_sweep_writes_one_row_per_case_with_skips_and_raw_rounds(tmp_path):
     done = run_bench("--models", "cnn,encoder", "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "2",
                      "--attn", "naive,sdpa_cudnn,triton", "--reports-dir", str(tmp_path), "--run-id", "r1", *FAST)
@@ -51,6 +53,7 @@ def test_sweep_writes_one_row_per_case_with_skips_and_raw_rounds(tmp_path):
     assert timed["cnn-fwd-fp32-b2"]["extra_info"]["flops"] == results.loc[0, "flops"]
 
 
+@pytest.mark.e2e
 def test_a_given_run_id_is_never_overwritten(tmp_path):
     (tmp_path / "taken").mkdir()
     done = run_bench("--models", "cnn", "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "2",
@@ -60,6 +63,7 @@ def test_a_given_run_id_is_never_overwritten(tmp_path):
     assert list((tmp_path / "taken").iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_attention_micro_benchmark_lists_every_implementation_and_counts_flashattention_flops(tmp_path):
     # One sequence length and head dim keeps it short (test_cases.py checks the whole shape grid).
     done = run_bench("--phases", "fwdbwd", "--reports-dir", str(tmp_path), "--run-id", "attn", *FAST,
@@ -80,6 +84,7 @@ def test_attention_micro_benchmark_lists_every_implementation_and_counts_flashat
     assert row["tokens_per_s"] == pytest.approx(row["batch"] * 256 / row["median_s"])
 
 
+@pytest.mark.e2e
 def test_a_sweep_killed_part_way_still_reports_and_gates_on_the_cases_it_finished(tmp_path):
     command = [sys.executable, "-m", "pytest", "bench/test_models.py", "--benchmark-only", "-q", "--models", "cnn",
                "--phases", "fwd", "--precisions", "fp32", "--batch-sizes", "1,2,3,4,5,6,7,8,9,10",

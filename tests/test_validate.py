@@ -28,6 +28,7 @@ def rehearsal(tmp_path_factory):
     return out, done
 
 
+@pytest.mark.e2e
 def test_rehearsal_passes_every_stage(rehearsal):
     out, done = rehearsal
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -38,6 +39,7 @@ def test_rehearsal_passes_every_stage(rehearsal):
     assert "environment: ok" in (out / "validate.log").read_text()
 
 
+@pytest.mark.e2e
 def test_rehearsal_collects_the_gpu_tests_and_skips_each(rehearsal):
     log = (rehearsal[0] / "validate.log").read_text()
     tests = next(line for line in log.splitlines() if " tests: ok " in line)
@@ -45,6 +47,7 @@ def test_rehearsal_collects_the_gpu_tests_and_skips_each(rehearsal):
     assert count >= 70 and tests.endswith(f"{count} tests, 0 failures, 0 errors, {count} skipped")
 
 
+@pytest.mark.e2e
 def test_rehearsal_times_each_matmul_from_the_host(rehearsal):
     timers = pd.read_csv(rehearsal[0] / "timers.csv")
     assert len(timers) == len(validate.TIMER_SIZES["cpu"])
@@ -52,6 +55,7 @@ def test_rehearsal_times_each_matmul_from_the_host(rehearsal):
     assert timers["harness_ms"].is_monotonic_increasing  # 128^3, 512^3, 1536^3 FLOPs take longer in turn
 
 
+@pytest.mark.e2e
 def test_rehearsal_tables_every_implementation_and_shape(rehearsal):
     kernel = pd.read_csv(rehearsal[0] / "kernel.csv")
     shapes = validate.KERNEL_SHAPES["quick"]
@@ -65,6 +69,7 @@ def test_rehearsal_tables_every_implementation_and_shape(rehearsal):
     assert "### fwd TFLOP/s" in (rehearsal[0] / "kernel.md").read_text()
 
 
+@pytest.mark.e2e
 def test_rehearsal_runs_the_sweep_the_aa_gate_and_the_profile(rehearsal):
     out = rehearsal[0]
     sweep = pd.read_csv(out / "runs" / "sweep" / "results.csv")
@@ -124,6 +129,7 @@ def test_kernel_tables_set_the_kernel_against_the_best_sdpa_backend():
     assert validate.kernel_tables(frame.assign(status="oom")) == {}
 
 
+@pytest.mark.e2e
 def test_the_trust_stage_rehearses_ab_pairs_with_a_slowed_side_and_tables_each_case(tmp_path, monkeypatch):
     """One run of two pairs (the CPU rehearsal's shortest): side A times the three cases, side B each as is
     and slowed by 5 %; every comparison is judged and each case tabled."""

@@ -40,7 +40,7 @@ METRICS = ("device", "host")
 # none. GPU host time: two H200 A/A pairs moved launch-bound model cases by up to 65 % and sub-millisecond
 # attention by 20 % (the VM's CPU speed); 25 % passed the first pair and not the second. GPU device time:
 # the GPU-bound cases, whose host time is their device time, agreed within 0.35-1.6 % over three H200 runs;
-# 5 % is three times the worst (validate's trust stage measures device-time A/A itself: README).
+# 5 % is three times the worst (validate's trust stage measures device-time A/A itself: docs/validate.md).
 DEFAULT_THRESHOLD = {("cpu", "host"): 0.5, ("cuda", "host"): 0.25, ("cuda", "device"): 0.05}
 # What two runs must share to be compared (from their results.csv): the device, the software, the sizes.
 ENVIRONMENT = ("device_name", "torch", "size")
