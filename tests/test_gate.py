@@ -68,6 +68,13 @@ def test_a_change_within_the_threshold_from_runs_that_spread_more_than_it_is_inc
     assert judge("case", base, base * 1.02, threshold=0.27).verdict == "unchanged"
 
 
+def test_either_run_s_spread_makes_a_small_change_inconclusive_and_the_default_metric_is_host_time():
+    noisy, quiet = np.array([1.0, 1.0, 1.3, 1.3, 1.0, 1.3]), np.full(6, 1.15)
+    for base, cand in ((noisy, quiet * 1.02), (quiet, noisy * 1.02)):
+        verdict = judge("case", base, cand, threshold=0.1)
+        assert (verdict.verdict, verdict.spread, verdict.metric) == ("inconclusive", pytest.approx(0.3 / 1.15), "host")
+
+
 def test_relative_iqr_by_hand():
     assert relative_iqr(np.array([1.0, 2.0, 4.0, 10.0])) == pytest.approx((5.5 - 1.75) / 3.0)
 

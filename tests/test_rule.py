@@ -14,6 +14,9 @@ from bench.verdicts.rule import tally, verdict
     (1.1, (1.1, 1.1), 0.1, "unchanged"),  # exactly at the bar and at the resolution: neither is beyond
     (1.1001, (1.1001, 1.1001), 0.1001, "slower"),
     (1 / 1.1, (1 / 1.1, 1 / 1.1), 0.0, "unchanged"),
+    (1.2, (1.0, 1.4), 0.01, "unchanged"),  # an interval that reaches 1 does not exclude no change
+    (1 / 1.2, (0.7, 1.0), 0.01, "unchanged"),
+    (1 / 1.2, (0.7, 1.2), 0.01, "unchanged"),
 ])
 def test_a_change_is_called_beyond_the_bar_with_an_interval_clear_of_one(ratio, interval, resolution, expected):
     assert verdict(ratio, interval, resolution, threshold=0.1) == expected

@@ -15,4 +15,5 @@ def peak_name(precision: str) -> str | None:
 
 def peak_tflops(precision: str, calibration: dict) -> float | None:
     """The machine's measured matmul peak (TFLOP/s) that a row of this precision is judged against."""
-    return calibration.get("matmul_tflops", {}).get(peak_name(precision) or "")
+    name = peak_name(precision)
+    return calibration.get("matmul_tflops", {}).get(name) if name else None

@@ -355,7 +355,7 @@ def health_sections(frame: pd.DataFrame, ok: pd.DataFrame) -> list[Section]:
     that did not run, and the environment they ran in."""
     noisy = ok[ok["noisy"]].assign(iqr_ms=lambda f: f["iqr_s"] * 1e3)[["case_id", "median_ms", "iqr_ms", "rounds"]]
     stolen = ok[ok["cpu_steal_pct"] > STOLEN_PCT][["case_id", "median_ms", "cpu_steal_pct"]]
-    held = ok["throttle"].astype("string").fillna("") != ""
+    held = ok["throttle"].notna()  # read back from results.csv, "" (clocks not held) is NaN
     throttled = ok[held][["case_id", "median_ms", "sm_clock_mhz", "throttle"]]
     environment = frame.iloc[0][[c for c in ENVIRONMENT if c in frame.columns]].fillna("").to_frame("value")
     return [
