@@ -11,6 +11,7 @@ COMMANDS = ("report", "tensorboard", "calibrate", "compare", "gate", "ab", "scal
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.errors import OptionError
     from bench.results.rundir import RunError
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sweep = argv[split + 1:]
     try:
         return args.handler(args)
-    except RunError as err:
+    except (RunError, OptionError) as err:  # bad input: one line, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
 

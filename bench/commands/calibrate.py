@@ -17,13 +17,9 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.machine import calibrate
-    from bench.sweep.options import OptionError, resolve_device
+    from bench.sweep.options import resolve_device
 
-    try:
-        device = resolve_device(args.device)
-    except OptionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
     result = calibrate.load_or_measure(device, refresh=True)
     print(json.dumps({k: result[k] for k in ("device_name", "matmul_tflops", "copy_gbps")}, indent=2))
     print(f"cached in {calibrate.cache_path(device)}", file=sys.stderr)

@@ -51,29 +51,18 @@ def run(args: argparse.Namespace) -> int:
     from bench.sweep.attention import ATTENTION
     from bench.sweep.cases import sweep
     from bench.sweep.models import MODELS, SIZES
-    from bench.sweep.options import (
-        OptionError,
-        parse_batch_sizes,
-        parse_choice,
-        parse_counts,
-        parse_names,
-        resolve_device,
-    )
+    from bench.sweep.options import parse_batch_sizes, parse_choice, parse_counts, parse_names, resolve_device
     from bench.sweep.precision import PRECISIONS
     from bench.views.report import write_report
 
-    try:
-        device = resolve_device(args.device)
-        cases = sweep(parse_names("models", args.models, tuple(MODELS)), ["step"],
-                      parse_names("precisions", args.precisions, tuple(PRECISIONS)),
-                      parse_batch_sizes(args.batch_sizes), parse_names("attn", args.attn, tuple(ATTENTION)),
-                      parse_choice("size", args.size, SIZES), default_batches=slice(0, 1))
-        nprocs = parse_counts("nproc", args.nproc)
-        nnodes = parse_counts("nnodes", args.nnodes)[0] if args.nnodes else None
-        strategies = parse_names("strategies", args.strategies, tuple(STRATEGIES))
-    except OptionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
+    cases = sweep(parse_names("models", args.models, tuple(MODELS)), ["step"],
+                  parse_names("precisions", args.precisions, tuple(PRECISIONS)),
+                  parse_batch_sizes(args.batch_sizes), parse_names("attn", args.attn, tuple(ATTENTION)),
+                  parse_choice("size", args.size, SIZES), default_batches=slice(0, 1))
+    nprocs = parse_counts("nproc", args.nproc)
+    nnodes = parse_counts("nnodes", args.nnodes)[0] if args.nnodes else None
+    strategies = parse_names("strategies", args.strategies, tuple(STRATEGIES))
     # A cancelled job sends SIGTERM: exit through the clean-up, which stops every rank of the world size.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_dir = RunDir.create(args.reports_dir, args.run_id or default_run_id(), bool(args.run_id))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from bench.commands import device_option
@@ -23,13 +22,9 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.machine import validate
     from bench.sweep.models import SIZES
-    from bench.sweep.options import OptionError, parse_choice, parse_names, resolve_device
+    from bench.sweep.options import parse_choice, parse_names, resolve_device
 
-    try:
-        device = resolve_device(args.device)
-        size = parse_choice("size", args.size, SIZES)
-        stages = parse_names("stages", args.stages, validate.STAGES)
-    except OptionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
+    size = parse_choice("size", args.size, SIZES)
+    stages = parse_names("stages", args.stages, validate.STAGES)
     return validate.run(args.out, device, size, stages)

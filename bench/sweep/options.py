@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from bench import MAX_TIME_S, MIN_ROUNDS
+from bench.errors import OptionError
 from bench.results.rundir import REPORTS_DIR, default_run_id
 from bench.run import instructions
 from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS
@@ -34,10 +35,6 @@ LIST_OPTIONS = {
               "or max-autotune mode), or CUDA graphs (torch.compile's reduce-overhead; CUDA only)"),
 }
 MODEL_ATTENTION_DEFAULT = "naive,sdpa"
-
-
-class OptionError(ValueError):
-    """A bad option value; the message is one line naming the valid choices."""
 
 
 def parse_names(option: str, value: str, valid: tuple[str, ...]) -> list[str]:
