@@ -30,7 +30,6 @@ from bench.results.rundir import RunDir, RunWriter
 from bench.sweep.cases import Case
 
 MARK = "ARCHBENCH_SCALE_RUN"  # set in torchrun's environment, inherited by every rank: how strays are found
-KILL_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def run_world(command: list[str], log_path: Path, timeout_s: float) -> tuple[int
     when it timed out) and its output."""
     mark = uuid.uuid4().hex
     try:  # torchrun stops its workers on SIGTERM
-        code, late = children.run(command, log_path, timeout_s, stop_signal=signal.SIGTERM, grace_s=KILL_GRACE_S,
+        code, late = children.run(command, log_path, timeout_s, stop_signal=signal.SIGTERM,
                                   env={**os.environ, MARK: mark})
     finally:
         _kill_strays(mark)
@@ -94,7 +93,7 @@ def run_world(command: list[str], log_path: Path, timeout_s: float) -> tuple[int
 
 def _kill_strays(mark: str) -> None:
     """Any rank still carrying the mark once torchrun is gone (SIGKILL)."""
-    deadline = time.monotonic() + KILL_GRACE_S
+    deadline = time.monotonic() + children.GRACE_S
     while (left := strays(mark)) and time.monotonic() < deadline:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):  # gone since the scan

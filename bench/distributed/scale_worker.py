@@ -74,8 +74,7 @@ def time_case(case: Case, strategy: str, device: torch.device, max_time: float, 
               warmup_rounds: int, profile_run: Path | None = None) -> CaseRecord:
     """Warm up and time one case's step on every rank; rank 0's rounds and every rank's median. With
     `profile_run`, every rank then runs a few more steps, which rank 0 profiles: its trace goes into that run
-    folder's traces/, and
-    the collectives' share of its self time into the record."""
+    folder's traces/, and the collectives' share of its self time into the record."""
     rank, world = dist.get_rank(), dist.get_world_size()
     spec = MODELS[case.model]
     torch.manual_seed(0)  # the same weights everywhere (DDP would broadcast rank 0's in any case)
