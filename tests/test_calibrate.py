@@ -10,7 +10,7 @@ CPU = torch.device("cpu")
 
 
 def test_calibration_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(calibrate, "MATMUL_SIZE", {"cpu": 64})
+    monkeypatch.setattr(calibrate, "MATMUL_SIZES", {"cpu": (32, 64)})
     monkeypatch.setattr(calibrate, "COPY_BYTES", {"cpu": 1 << 20})
     first = calibrate.load_or_measure(CPU, cache_dir=tmp_path)
     assert set(first["matmul_tflops"]) == {"fp32", "tf32", "fp16", "bf16"}
@@ -124,17 +124,20 @@ def test_median_seconds_times_on_the_sweeps_threads():
 
 def test_measure_records_the_ceilings_sizes_and_environment(monkeypatch):
     devices = set()
-    monkeypatch.setattr(calibrate, "matmul_tflops", lambda device, dtype, tf32, n: devices.add(device) or {
+    monkeypatch.setattr(calibrate, "emulated", lambda dtype, device: None)
+    monkeypatch.setattr(calibrate, "matmul_tflops", lambda device, dtype, tf32, n, batched: devices.add(device) or {
         (torch.float32, False): 1.0, (torch.float32, True): 2.0, (torch.float16, False): 3.0,
-        (torch.bfloat16, False): 4.0}[(dtype, tf32)] * n)
+        (torch.bfloat16, False): 4.0}[(dtype, tf32)] * (1024 - abs(n - 512)) / (2 if batched else 1))
     monkeypatch.setattr(calibrate, "copy_gbps", lambda device, nbytes: devices.add(device) or nbytes / 1e6)
     monkeypatch.setattr(calibrate, "fingerprint", lambda device_type: devices.add(device_type) or {
         "torch": torch.__version__, "device_name": "Test CPU"})
     monkeypatch.setattr(calibrate.socket, "gethostname", lambda: "box")
     result = calibrate.measure(CPU)
     assert devices == {CPU, "cpu"}  # every measurement and the fingerprint on the device asked for
-    assert result["matmul_tflops"] == {"fp32": 512.0, "tf32": 1024.0, "fp16": 1536.0, "bf16": 2048.0}
-    assert (result["device"], result["host"], result["matmul_size"]) == ("cpu", "box", 512)
+    assert result["matmul_tflops"] == {"fp32": 1024.0, "tf32": 2048.0, "fp16": 3072.0, "bf16": 4096.0}
+    assert (result["device"], result["host"], result["matmul_sizes"]) == ("cpu", "box", [256, 512, 1024])
+    assert result["matmul_kernel"] == dict.fromkeys(("fp32", "tf32", "fp16", "bf16"), "mm n=512")  # the best
+    assert len(result["matmul_tried"]["bf16"]) == 6  # mm and bmm at three sizes
     assert result["threads"] == torch.get_num_threads()
     assert (result["copy_bytes"], result["copy_gbps"]) == (1 << 28, (1 << 28) / 1e6)
     assert result["torch"] == torch.__version__ and result["device_name"]
@@ -147,7 +150,29 @@ def test_the_cache_file_is_named_for_host_device_torch_driver_and_threads(tmp_pa
     env = {"device_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "driver": ""}
     monkeypatch.setattr(calibrate, "fingerprint", lambda device_type: env if device_type == "cuda" else {})
     cuda = torch.device("cuda")
-    name = "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-nodriver-2threads.json"
+    name = "v2-box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-nodriver-2threads.json"  # v2: best of kernels and sizes
     assert calibrate.cache_path(cuda, tmp_path) == tmp_path / name
     env["driver"] = "580.82"
-    assert calibrate.cache_path(cuda, tmp_path).name == "box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-580.82-2threads.json"
+    assert calibrate.cache_path(cuda, tmp_path).name == "v2-box-NVIDIA_H100_80GB_HBM3-2.14.1_cu130-580.82-2threads.json"
+
+
+def test_an_emulated_precision_is_judged_against_the_fp32_units_it_runs_on(monkeypatch):
+    """On a CPU without bf16/fp16 arithmetic, an emulated matmul reads ~70x below fp32 while SDPA's CPU kernel
+    (bf16 converted to fp32 in blocks) runs near fp32: the emulated ceiling would put such rows at 10,000 %
+    of peak. The fp32 units' ceiling bounds them all; the emulated dtype is timed at the smallest size only."""
+    sizes = []
+    speed = {torch.float32: 0.15, torch.float16: 0.0013, torch.bfloat16: 0.0013}
+
+    def fake(device, dtype, tf32, n, batched):
+        sizes.append((dtype, n))
+        return speed[dtype] * (1.1 if tf32 else 1.0) * (0.9 if batched else 1.0) * n / 1024
+
+    monkeypatch.setattr(calibrate, "matmul_tflops", fake)
+    monkeypatch.setattr(calibrate, "emulated", lambda dtype, device: "bf16 is emulated here" if dtype != torch.float32
+                        else None)
+    best, kernel, tried = calibrate.ceilings(CPU)
+    assert best["fp32"] == pytest.approx(0.15) and kernel["fp32"] == "mm n=1024"
+    assert best["bf16"] == best["fp16"] == best["fp32"]
+    assert kernel["bf16"] == "fp32 mm n=1024 (bf16 is emulated here: it runs on the fp32 units)"
+    assert tried["bf16"] == {"mm n=256": pytest.approx(0.0013 / 4), "bmm n=256": pytest.approx(0.0013 * 0.9 / 4)}
+    assert {n for dtype, n in sizes if dtype == torch.bfloat16} == {256}

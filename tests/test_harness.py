@@ -333,8 +333,9 @@ def test_cpu_steal_is_read_just_before_and_after_the_timed_rounds(monkeypatch, b
     fields = measure(lambda: Workload(step=lambda: steps.append("step"), flops=lambda: 0), benchmark, settings)
     rounds = fields.iterations * len(fields.rounds_s)
     # the warm-up, a reading, the rounds (and any extra call pytest-benchmark makes), a reading
-    assert steps[:3] == ["step", "step", "read"] and steps[-1] == "read" and steps.count("read") == 2
-    assert steps.count("step") >= 2 + rounds
+    warm = fields.warmup_rounds
+    assert steps[:warm + 1] == ["step"] * warm + ["read"] and steps[-1] == "read" and steps.count("read") == 2
+    assert warm >= 2 and steps.count("step") >= warm + rounds
     assert fields.cpu_steal_pct == pytest.approx(15.0)
 
 
@@ -358,8 +359,9 @@ def test_a_50us_step_is_repeated_so_a_round_lasts_2_milliseconds_and_timed_per_s
     assert 20 <= iterations <= 41  # ceil(2 ms / a warm-up round of 50 us or a little more)
     assert all(50e-6 <= r < 500e-6 for r in row.rounds_s)  # per step, not per round
     # warm-up, the timed rounds, and pytest-benchmark's one extra call for the result
-    assert len(calls) == 2 + rounds * iterations + 1 and row.warmup_rounds == 2
-    assert calls[:2] == [True, True] and not any(calls[2:-1]) and gc.isenabled()  # no GC while timed
+    warm = row.warmup_rounds
+    assert len(calls) == warm + rounds * iterations + 1 and warm >= 2
+    assert all(calls[:warm]) and not any(calls[warm:-1]) and gc.isenabled()  # no GC while timed
     assert row.device_method == "host" and row.device_rounds_s == ()  # a CPU's device time is its host time
 
 
@@ -372,7 +374,7 @@ def test_a_disabled_benchmark_runs_the_step_once_and_keeps_no_rounds():
 
     calls = []
     row = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 5), Disabled(), FAST)
-    assert row.rounds_s == () and row.reason == "" and row.flops == 5 and len(calls) == 1 + 1
+    assert row.rounds_s == () and row.reason == "" and row.flops == 5 and len(calls) == row.warmup_rounds + 1
 
 
 def test_warm_up_lasts_its_seconds_as_well_as_its_rounds(benchmark):
@@ -393,8 +395,10 @@ def test_an_instruction_count_replaces_the_timed_rounds_after_the_warm_up(monkey
     monkeypatch.setattr("bench.run.instructions.count", count)
     settings = Settings(device=CPU, warmup_rounds=3, instructions=True)
     fields = measure(lambda: Workload(step=lambda: calls.append(None), flops=lambda: 7, tokens=4), None, settings)
-    assert counted == [(3, False)] and len(calls) == 3 + 2  # the warm-up, then only the count: nothing timed
-    assert fields == Measured(flops=7, batch_tokens=4, warmup_rounds=3, instructions=1234.5)  # nothing timed
+    warm = fields.warmup_rounds
+    assert counted == [(warm, False)] and len(calls) == warm + 2  # the warm-up, then only the count: nothing timed
+    assert warm >= 3 and fields == Measured(flops=7, batch_tokens=4, warmup_rounds=warm, instructions=1234.5,
+                                            build_s=fields.build_s, timed_s=fields.timed_s, flops_s=fields.flops_s)
 
 
 def test_a_timed_round_waits_for_the_gpu_once_per_round(monkeypatch):
@@ -440,9 +444,10 @@ def test_on_a_gpu_warm_up_and_rounds_search_cudnn_wait_for_the_device_and_read_i
     assert [value for name, value in log if name == "clocks"] == [3, 3, 3]  # NVML's index: before, after, after
     names = [name for name, _ in log]
     assert names.index("device time") > max(i for i, name in enumerate(names) if name == "max_memory_allocated")
-    first_steps = [name for name, _ in log[:6]]  # a new peak, then each warm-up step waited for
-    assert first_steps == ["reset_peak_memory_stats", "step", "synchronize", "step", "synchronize",
-                           "max_memory_allocated"]
+    warm = fields.warmup_rounds
+    first_steps = [name for name, _ in log[:2 + 2 * warm]]  # a new peak, then each warm-up step waited for
+    assert warm >= 2 and first_steps == ["reset_peak_memory_stats", *["step", "synchronize"] * warm,
+                                         "max_memory_allocated"]
 
 
 def test_a_gpu_case_hands_its_cached_memory_back_when_it_ends_even_if_it_fails(monkeypatch):
@@ -450,7 +455,7 @@ def test_a_gpu_case_hands_its_cached_memory_back_when_it_ends_even_if_it_fails(m
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
     monkeypatch.setattr("bench.run.harness.fingerprint", lambda device_type: {})
-    monkeypatch.setitem(harness.WORKLOADS, Case, lambda case, device: (_ for _ in ()).throw(RuntimeError()))
+    monkeypatch.setattr(harness, "model_workload", lambda case, device, *shared: (_ for _ in ()).throw(RuntimeError()))
     for device, expected in (("cuda", [True]), ("cpu", [])):
         emptied.clear()
         row = run_case(Case("cnn", "fwd", "fp32", 2), None, Settings(torch.device(device)))
@@ -701,7 +706,7 @@ def test_device_time_does_not_try_to_capture_an_optimizer_step_nor_a_mode_with_c
 def test_no_warm_up_asked_still_warms_up_once_to_size_the_rounds(benchmark):
     fields = measure(lambda: Workload(step=lambda: time.sleep(0.001), flops=lambda: 0), benchmark,
                      Settings(device=CPU, max_time=0.01, min_rounds=2, warmup_rounds=0))
-    assert fields.warmup_rounds == 1 and fields.iterations >= 1 and len(fields.rounds_s) >= 2
+    assert 1 <= fields.warmup_rounds <= 20 and fields.iterations >= 1 and len(fields.rounds_s) >= 2
 
 
 def test_what_measure_hands_over_is_a_row_s_fields_with_the_row_s_defaults():
@@ -709,3 +714,94 @@ def test_what_measure_hands_over_is_a_row_s_fields_with_the_row_s_defaults():
     row_fields = {f.name: f for f in dataclasses.fields(Row)}
     for f in dataclasses.fields(Measured):
         assert f.name in row_fields and f.default == row_fields[f.name].default, f.name
+
+
+def test_a_quiet_step_stops_when_its_median_is_precise_enough(benchmark):
+    settings = Settings(device=CPU, max_time=5.0, min_rounds=5, target=0.05)
+    row = measure(lambda: Workload(step=lambda: busy(0.003), flops=lambda: 0), benchmark, settings)
+    assert 6 <= len(row.rounds_s) <= 30 and row.timed_s < 1.0  # not the 5 s cap: about 1,600 rounds
+    assert Row("c", "model", "fwd", "fp32", 1, "cpu", rounds_s=row.rounds_s, ci_target=0.05).figures["converged"]
+    assert benchmark.has_error is False  # the planned stop is not an error to pytest-benchmark
+
+
+def test_without_a_target_the_rounds_fill_the_cap(benchmark):
+    settings = Settings(device=CPU, max_time=0.1, min_rounds=5, target=0.0)
+    row = measure(lambda: Workload(step=lambda: busy(0.003), flops=lambda: 0), benchmark, settings)
+    assert len(row.rounds_s) == 34  # ceil(0.1 s / 3 ms)
+
+
+def test_warm_up_ends_when_the_step_is_warm_not_after_a_fixed_count(benchmark):
+    durations = iter([0.05, 0.0101, 0.01] + [0.01] * 100)  # compiling, then two steps alike: warm
+    calls = []
+
+    def step():
+        calls.append(None)
+        busy(next(durations))
+
+    settings = Settings(device=CPU, max_time=1.0, min_rounds=2)
+    row = measure(lambda: Workload(step=step, flops=lambda: 0), benchmark, settings)
+    assert row.warmup_rounds == 3 and 0.07 <= row.warmup_s < 0.2 and len(calls) > 3
+
+
+def test_a_slow_step_warms_up_twice_at_most_once_past_its_timing_cap(benchmark):
+    durations = iter([0.1, 0.05, 0.08] + [0.05] * 100)  # never two alike in a row until the fourth
+    settings = Settings(device=CPU, max_time=0.12, min_rounds=2)
+    row = measure(lambda: Workload(step=lambda: busy(next(durations)), flops=lambda: 0), benchmark, settings)
+    assert row.warmup_rounds == 2  # 0.15 s is past the 0.12 s cap: not warm, but warm-up ends
+
+
+def test_cases_differing_only_in_phase_and_precision_share_one_build():
+    builds = harness.Builds()
+    made = []
+
+    def build():
+        made.append(None)
+        return nn.Linear(2, 2), Batch(inputs=(torch.ones(1, 2),), target=torch.zeros(1, dtype=torch.long))
+
+    first = builds.get(Case("cnn", "fwd", "fp32", 2), CPU, build)
+    assert builds.get(Case("cnn", "fwdbwd", "amp_bf16", 2), CPU, build) is first and len(made) == 1
+    assert builds.get(Case("cnn", "fwd", "fp32", 4), CPU, build) is not first and len(made) == 2
+    first.model.weight.grad = torch.ones(2, 2)
+    builds.last.model.weight.grad = torch.ones(2, 2)
+    builds.release()
+    assert builds.last.model.weight.grad is None  # the next case starts without this one's gradients
+    builds.release(failed=True)
+    assert builds.last is None
+
+
+class Untimed:
+    """pytest-benchmark under --benchmark-disable: one untimed call, no stats."""
+
+    stats = None
+
+    def pedantic(self, target, **kwargs):
+        target()
+
+
+def test_a_shared_build_is_handed_on_by_run_case_and_dropped_after_a_failure(benchmark, monkeypatch):
+    builds = harness.Builds()
+    fwd = run_case(Case("cnn", "fwd", "fp32", 2), Untimed(), FAST, builds)
+    model = builds.last.model
+    fwdbwd = run_case(Case("cnn", "fwdbwd", "fp32", 2), benchmark, FAST, builds)
+    assert fwd.status == fwdbwd.status == "ok" and builds.last.model is model
+    assert fwd.build_s > 0 and fwdbwd.build_s < fwd.build_s  # the second case built nothing
+    assert all(p.grad is None for p in model.parameters())
+    monkeypatch.setattr(harness, "make_step", lambda *args: (_ for _ in ()).throw(RuntimeError("broken")))
+    assert run_case(Case("cnn", "fwd", "amp_bf16", 2), None, FAST, builds).status == "error"
+    assert builds.last is None
+
+
+def test_a_compiled_case_builds_its_own_model():
+    builds, made = harness.Builds(), []
+    builds.get(Case("cnn", "fwd", "fp32", 2), CPU, lambda: made.append(1) or (nn.Linear(1, 1), None))
+    harness.model_workload(Case("cnn", "fwd", "fp32", 2, mode="compile"), CPU, builds)
+    assert len(made) == 1 and builds.last.key[0] == "cnn"  # the shared build untouched, not reused
+
+
+@pytest.mark.parametrize(("flags", "emulated"), [(frozenset({"avx2"}), True), (frozenset({"avx2", "amx_bf16"}), False)])
+def test_a_row_says_whether_its_precision_is_emulated(monkeypatch, flags, emulated):
+    monkeypatch.setattr("bench.sweep.precision.cpu_flags", lambda: flags)
+    case = Case("cnn", "fwd", "amp_bf16", 2, left_out="not timed here")  # the row's identity is all this needs
+    row = run_case(case, None, FAST)
+    assert row.emulated is emulated and row.status == "skipped"
+    assert run_case(dataclasses.replace(case, precision="fp32"), None, FAST).emulated is False

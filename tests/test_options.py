@@ -139,6 +139,12 @@ HELP = """\
   --preset=NAME         a named sweep. Valid: gpu (every model at full size under fp32, amp_fp16 and amp_bf16, every
                         attention implementation, the attention micro-benchmark at seq 1k-16k, short timing: about 4
                         minutes on an H100). Options given beside it override its values
+  --ci-target=PCT       time each case until its median's 95 % interval is within +-PCT % of it (after
+                        --benchmark-min-rounds rounds), or until --benchmark-max-time seconds (then it is flagged 'not
+                        converged'); 0 times every case to the cap. Default: by device (cpu 2 %, cuda 0.5 %)
+  --budget=DURATION     the whole sweep's time, e.g. 300, 5m or 1h: each case gets what is left over the cases left,
+                        cases cut short are flagged 'not converged', and once it is spent the cases left are recorded as
+                        not run
   --run-id=RUN_ID       name of this run's folder under the reports dir. Default: timestamp-host
   --reports-dir=REPORTS_DIR
                         where run folders go. Default: reports/ in the working directory
@@ -299,3 +305,32 @@ def test_the_trust_stage_s_variable_adds_a_slowed_copy_after_every_case(monkeypa
                                                                 "attn-fwd-fp16-full-d64-s128-naive-slow5"]
     monkeypatch.delenv("ARCHBENCH_SLOWDOWN")
     assert options(models="cnn", phases="fwd", precisions="fp32", batch_sizes="2").cases == (cnn,)
+
+
+NO_HALF = frozenset({"avx", "avx2", "fma", "f16c"})  # the 2-core AMD EPYC: bf16 and fp16 emulated
+NATIVE_HALF = NO_HALF | {"amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16"}
+
+
+def test_a_default_sweep_times_an_emulated_precision_forward_at_the_smallest_batch_only(monkeypatch):
+    monkeypatch.setattr("bench.sweep.precision.cpu_flags", lambda: NO_HALF)
+    swept = options(models="cnn", device="cpu")
+    timed = {case.id for case in swept.cases if not case.left_out}
+    assert timed == {"cnn-fwd-fp32-b8", "cnn-fwdbwd-fp32-b8", "cnn-fwd-fp32-b32", "cnn-fwdbwd-fp32-b32",
+                     "cnn-fwd-amp_bf16-b8"}
+    left_out = [case for case in swept.cases if case.left_out]
+    assert {case.id for case in left_out} == {"cnn-fwdbwd-amp_bf16-b8", "cnn-fwd-amp_bf16-b32",
+                                               "cnn-fwdbwd-amp_bf16-b32"}
+    assert left_out[0].unavailable(torch.device("cpu")) == (
+        "bf16 is emulated on this CPU (no avx512_bf16 or amx_bf16): the default sweep times amp_bf16 forward at the "
+        "smallest batch only; --precisions amp_bf16 times every case")
+    micro = {case.precision for case in swept.attention_cases if not case.left_out}
+    assert micro == {"bf16"} and len(swept.attention_cases) == 256  # fp16's cases recorded, not timed
+
+
+@pytest.mark.parametrize(("flags", "values"), [(NATIVE_HALF, {}), (NO_HALF, {"precisions": "fp32,amp_bf16"})],
+                         ids=["native", "named"])
+def test_a_native_or_named_precision_is_timed_in_full(monkeypatch, flags, values):
+    monkeypatch.setattr("bench.sweep.precision.cpu_flags", lambda: flags)
+    swept = options(models="cnn", device="cpu", **values)
+    assert not any(case.left_out for case in (*swept.cases, *swept.attention_cases))
+    assert len(swept.cases) == 8

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bench.results.peaks import peak_name
+from bench.sweep import precision
 from bench.sweep.precision import DTYPES, PRECISIONS, dtype_name
 
 CPU = torch.device("cpu")
@@ -61,3 +62,35 @@ def test_an_autocast_error_without_a_message_is_a_reason_not_a_crash(monkeypatch
         assert precision._probe("amp_bf16", "cpu") == "amp_bf16: autocast to bfloat16 fails on cpu: "
     finally:
         precision._probe.cache_clear()
+
+
+AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})  # the 2-core AMD EPYC's: no bf16/fp16 arithmetic
+
+
+@pytest.mark.parametrize(("flags", "dtype", "emulated"), [
+    (AVX2_ONLY, torch.bfloat16, True),
+    (AVX2_ONLY, torch.float16, True),  # f16c converts, it does not compute
+    (AVX2_ONLY | {"avx512f", "avx512_bf16"}, torch.bfloat16, False),  # Cooper Lake, Zen 4
+    (AVX2_ONLY | {"amx_bf16", "amx_tile"}, torch.bfloat16, False),  # Sapphire Rapids
+    (AVX2_ONLY | {"amx_bf16", "amx_tile"}, torch.float16, True),  # AMX-FP16 came later (Granite Rapids)
+    (AVX2_ONLY | {"avx512_fp16"}, torch.float16, False),
+    (AVX2_ONLY, torch.float32, False),
+])
+def test_emulation_is_read_from_the_cpu_flags(flags, dtype, emulated):
+    reason = precision.emulated(dtype, torch.device("cpu"), flags)
+    assert (reason is not None) == emulated
+    if emulated:
+        assert reason.startswith(f"{precision.dtype_name(dtype)} is emulated on this CPU (no ")
+
+
+def test_a_gpu_without_bf16_tensor_cores_emulates_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    cuda = torch.device("cuda")
+    assert precision.emulated(torch.bfloat16, cuda) == "bf16 is emulated on Tesla V100 (no bf16 tensor cores)"
+    assert precision.emulated(torch.float16, cuda) is None
+
+
+def test_the_cpu_flags_are_read_from_cpuinfo():
+    flags = precision.cpu_flags()
+    assert "fpu" in flags or not flags  # x86 lists fpu; elsewhere cpuinfo may have no flags line

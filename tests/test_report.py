@@ -95,9 +95,9 @@ def test_throughput_is_recomputed_from_the_raw_rounds(run_dir):
     markdown = (run_dir / "summary.md").read_text()
     rows = {tuple(cells(r)[:2]): cells(r)[2:] for r in table_after(markdown, "Throughput: cnn (samples/s)")}
     assert float(rows[("fwd", "fp32")][0]) == pytest.approx(8 / 0.012, rel=1e-3)  # not the CSV's 999 s median
-    assert float(rows[("fwd", "fp32")][1]) == pytest.approx(16 / 0.025, rel=1e-3)
+    assert float(rows[("fwd", "fp32")][2]) == pytest.approx(16 / 0.025, rel=1e-3)
     assert float(rows[("fwd", "amp_bf16")][0]) == pytest.approx(8 / 0.006, rel=1e-3)
-    assert "Timings recomputed from 26 raw rounds" in markdown
+    assert "every figure recomputed from its 26 raw rounds" in markdown
 
 
 def test_recompute_derives_every_figure_of_the_ok_rows_it_has_rounds_for():
@@ -262,7 +262,7 @@ def test_breakdown_plot_stacks_each_case_s_shares_in_percent():
 def test_throughput_table_columns_are_batches_in_order_of_appearance():
     tables = throughput_tables(model_rows())
     assert list(tables) == ["cnn", "encoder"]
-    assert list(tables["cnn"].columns) == ["b32 samples/s", "b8 samples/s"]
+    assert list(tables["cnn"].columns) == ["b32 samples/s", "b32 +-%", "b8 samples/s", "b8 +-%"]
     assert tables["encoder"].loc[("fwd", "fp32 sdpa"), "b4 samples/s"] == 50.0
 
 
@@ -282,7 +282,7 @@ def test_throughput_tables_keep_the_sweeps_order_of_models_and_batches():
                        model_case("cnn", "fwd", "fp32", 8, None, 1.0)])
     tables = throughput_tables(ok)
     assert list(tables) == ["resnet50", "cnn"]
-    assert list(tables["resnet50"].columns) == ["b64 samples/s", "b8 samples/s"]
+    assert list(tables["resnet50"].columns) == ["b64 samples/s", "b64 +-%", "b8 samples/s", "b8 +-%"]
 
 
 def test_amp_speedups_pair_each_case_with_its_own_fp32_case_only():
@@ -460,3 +460,43 @@ def test_the_report_and_its_trace_pages_are_written_without_loading_torch(run_di
     assert bench_main_in_a_fresh_process("report", str(run_dir)) == (False, 0)
     assert (trace / "index.html").is_file() and (run_dir / "report.html").is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_the_report_opens_with_what_the_run_found(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## What this run found",
+                            "## Fastest configuration per model and phase (speed-up over the slowest, 95 % interval)"]
+    found = markdown.split("## What this run found\n\n", 1)[1].split("\n\n", 1)[0]
+    assert found.startswith("- 9 cases on Test CPU: 7 ok, 1 skipped, 1 oom.")
+    assert "- AMP amp_bf16: 2x (median of 1 matched cases, 2-2x)" in found  # 12 ms in fp32, 6 ms in bf16
+    assert "- Attention model sdpa: 2x (median of 1 matched cases, 2-2x) over naive" in found
+    assert "- Attention attention sdpa: 4x (median of 1 matched cases, 4-4x) over naive" in found
+    assert "- Flag 'above peak': 1 cases" in found and "Calibrated matmul peaks (TFLOP/s)" in found
+    fastest = {tuple(cells(r)[:2]): cells(r)[2:] for r in table_after(markdown, headings[1][3:])}
+    cnn = fastest[("cnn", "fwd")]
+    assert (cnn[0], cnn[3]) == ("amp_bf16 b8", "fp32 b16")  # 1,333 against 640 samples/s
+    assert float(cnn[6]) == pytest.approx((0.025 / 16) / (0.006 / 8), rel=1e-3)
+    low, high = float(cnn[7]), float(cnn[8])
+    assert low < float(cnn[6]) < high  # from the two intervals' ends
+
+
+def test_a_case_faster_than_its_calibrated_peak_is_flagged_never_above_100_percent(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    flagged = {cells(r)[0]: cells(r)[-1] for r in table_after(markdown, "Flagged cases")}
+    assert "above peak" in flagged["attn-fwd-bf16-causal-d64-s128-sdpa"]  # 4 TFLOP/s against bf16's 2
+    results = pd.read_csv(run_dir / "results.csv")
+    rounds = {case: np.array(data) for case, data in ROUNDS.items()}
+    out = recompute(results, rounds, {"matmul_tflops": {"fp32": 1.0, "bf16": 2.0}}).set_index("case_id")
+    assert np.isnan(out.loc["attn-fwd-bf16-causal-d64-s128-sdpa", "pct_of_peak"])
+    assert out.loc["attn-fwd-bf16-causal-d64-s128-naive", "pct_of_peak"] == pytest.approx(50.0)
+    assert (out["pct_of_peak"].dropna() <= 100).all()
+
+
+def test_throughput_tables_give_each_figure_its_interval(run_dir):
+    write_report(str(run_dir))
+    markdown = (run_dir / "summary.md").read_text()
+    header = markdown.split("## Throughput: cnn (samples/s)\n\n", 1)[1].splitlines()[0]
+    assert cells(header) == ["phase", "config", "b8 samples/s", "b8 +-%", "b16 samples/s", "b16 +-%"]

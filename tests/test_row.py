@@ -29,7 +29,7 @@ def test_two_rounds_have_a_sample_standard_deviation():
 
 def test_one_round_has_no_spread():
     assert timing_stats([0.5]) == {"median_s": 0.5, "iqr_s": 0.0, "min_s": 0.5, "mean_s": 0.5, "stddev_s": 0.0,
-                                   "rounds": 1}
+                                   "rounds": 1, "ci_low_s": 0.5, "ci_high_s": 0.5, "ci_halfwidth": 0.0}
 
 
 def test_rates_at_the_median():
@@ -114,3 +114,33 @@ def test_every_column_of_results_csv_is_documented_in_reports_readme():
     documented = {name.strip() for line in readme.splitlines() if line.startswith("| ")
                   for name in line.split("|")[1].split(",")}
     assert [column for column in COLUMNS if column not in documented] == []
+
+
+def test_a_row_states_its_median_interval_and_whether_it_met_its_target():
+    rounds = (0.0101, 0.0099, 0.0100, 0.01015, 0.00985, 0.0100, 0.0101, 0.0099)
+    row = Row("c", "model", "fwd", "fp32", 1, "cpu", rounds_s=rounds, ci_target=0.02)
+    figures = row.figures
+    assert (figures["ci_low_s"], figures["ci_high_s"]) == (0.00985, 0.01015)  # ranks 1 and 8 of 8 (99.2 %)
+    assert figures["ci_halfwidth"] == pytest.approx(0.015) and figures["converged"]
+    assert row.but(ci_target=0.01).figures["converged"] is False
+    assert row.but(ci_target=None).figures["converged"] is None  # fixed rounds: no target to meet
+    assert row.but(rounds_s=rounds[:5]).figures["converged"] is False  # five rounds cannot state 95 %
+
+
+@pytest.mark.parametrize(("changes", "flags"), [
+    ({}, ""),
+    ({"emulated": True}, "emulated"),
+    ({"ci_target": 0.001, "rounds_s": (0.0101, 0.0099) * 4}, "not converged"),
+    ({"rounds_s": (0.010, 0.010, 0.013, 0.013, 0.010, 0.013)}, "noisy; not converged"),
+    ({"cpu_steal_pct": 7.5, "flops": 1e9, "peak_tflops": 0.05}, "CPU stolen; above peak"),
+    ({"device": "cuda", "device_rounds_s": (0.005,), "throttle": "sw power cap"}, "host-bound; throttled"),
+])
+def test_a_row_flags_what_to_know_before_trusting_it(changes, flags):
+    row = Row("c", "model", "fwd", "fp32", 1, "cpu", rounds_s=(0.010,) * 8, ci_target=0.02).but(**changes)
+    assert row.figures["flags"] == flags
+
+
+def test_a_row_faster_than_its_peak_has_no_percentage_above_100():
+    row = Row("c", "model", "fwd", "fp32", 1, "cpu", rounds_s=(0.01,) * 6, flops=2e9, peak_tflops=0.1)
+    assert row.figures["tflops"] == pytest.approx(0.2) and row.figures["pct_of_peak"] is None
+    assert row.figures["flags"] == "above peak" and "above_peak" not in row.figures

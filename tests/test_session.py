@@ -68,7 +68,10 @@ def test_each_case_is_on_disk_when_it_ends_and_the_end_writes_json_and_report(tm
 
     run.finish(lambda benchmarks: {"benchmarks": [b.name for b in benchmarks]})
     assert json.loads((folder / "benchmark.json").read_text()) == {"benchmarks": [benchmark.name]}
-    assert run.summary() == [f"2 cases (1 ok, 1 skipped) -> {folder}", f"report: {folder / 'report.html'}"]
+    converged = "1 of 1" if ok.figures["converged"] else "0 of 1"
+    assert run.summary() == [f"2 cases (1 ok, 1 skipped) -> {folder}",
+                             f"{converged} timed cases converged (median within +-2.0% at 95 %)",
+                             f"report: {folder / 'report.html'}"]
     assert (folder / "report.html").is_file()
 
 
@@ -169,7 +172,7 @@ def test_under_ab_the_calibration_and_everything_a_case_does_happen_inside_a_tur
 
     monkeypatch.setattr(session_module.turns, "timed", timed)
     monkeypatch.setattr(session_module.calibrate, "load_or_measure", lambda device: log.append("calibrate") or {})
-    monkeypatch.setattr(session_module, "run_case", lambda case, bench, settings: log.append("measure") or Row(
+    monkeypatch.setattr(session_module, "run_case", lambda case, bench, settings, *shared: log.append("measure") or Row(
         case.id, "model", "fwd", "fp32", 2, "cpu", rounds_s=(1e-3,)))
 
     def profiled(case, device, trace_dir, steps, stacks):
@@ -197,3 +200,35 @@ def test_an_instructions_run_uses_one_thread_and_gives_the_others_back_when_it_e
     assert torch.get_num_threads() == 1
     run.finish(lambda benchmarks: {})
     assert torch.get_num_threads() == threads
+
+
+def test_the_session_times_to_the_devices_target_unless_given_one(tmp_path):
+    assert make_session(tmp_path).settings.target == 0.02  # a CPU's (stopping.TARGETS)
+    assert make_session(tmp_path, ci_target=0.0).settings.target == 0.0
+    assert make_session(tmp_path).settings.min_time == 0.01  # the CPU's 0.1 s, within a cap of 0.01 s
+
+
+def test_a_budget_caps_each_case_at_its_share_and_records_the_cases_it_could_not_run(tmp_path, monkeypatch):
+    caps = []
+
+    def fake_run_case(case, bench, settings, *shared):
+        caps.append(settings.max_time)
+        return Row(case.id, "model", "fwd", "fp32", 2, "cpu", rounds_s=(1e-3, 2e-3) * 4, ci_target=settings.target)
+
+    monkeypatch.setattr(session_module, "run_case", fake_run_case)
+    run = make_session(tmp_path, budget=100.0, max_time=1.0)
+    run.expect(4)
+    run.run(Case("cnn", "fwd", "fp32", 2), None)
+    assert caps == [1.0]  # 40 % of a 25 s share is above the cap: the cap holds
+    run.budget.seconds = 0.4  # as if the first case had taken most of the budget
+    run.run(Case("cnn", "fwd", "fp32", 4), None)
+    assert caps[1] < 0.06  # 40 % of what is left over the three cases left
+    run.budget.seconds = 0.0
+    skipped = run.run(Case("cnn", "fwd", "fp32", 8), None)
+    assert len(caps) == 2 and skipped.status == "skipped" and skipped.reason.startswith("not run: the budget 0:00")
+    lines = run.summary()
+    assert lines[1] == "0 of 2 timed cases converged (median within +-2.0% at 95 %)"
+    assert lines[2].startswith("budget 0:00: took 0:00") and lines[2].endswith(
+        "1 cases stopped at their share of it before converging, 1 not run")
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(results["status"]) == ["ok", "ok", "skipped"]

@@ -1,5 +1,8 @@
 """The machine's measured ceilings: dense matmul TFLOP/s per precision and copy bandwidth, so every result
-can say what share of the machine it used. Measured once per machine and cached."""
+can say what share of the machine it used. Each precision's ceiling is the best of its matmul kernels (a
+plain and a batched product, as the models' linear layers and attention use them) over several sizes; a
+precision the CPU emulates runs on its fp32 units, so their ceiling is its. Measured once per machine and
+cached."""
 
 from __future__ import annotations
 
@@ -14,11 +17,15 @@ from bench import CACHE_DIR
 from bench.machine.environment import fingerprint
 from bench.results.peaks import PEAKS
 from bench.results.rundir import atomic_write
-from bench.sweep.precision import DTYPES
+from bench.sweep.precision import DTYPES, emulated
 
 # peak name -> (dtype, TF32 allowed): large square products, as vendors quote peaks
 MATMUL_PRECISIONS = {name: (DTYPES["fp32" if name == "tf32" else name], name == "tf32") for name in PEAKS}
-MATMUL_SIZE = {"cuda": 8192, "cpu": 512}  # CPU fp16 matmuls are slow: a smaller product keeps this short
+# Square sizes tried per device: the best is the ceiling (small products miss it on a GPU, large ones on a
+# CPU's caches); an emulated dtype is timed at the smallest only, it cannot beat the fp32 units it runs on.
+MATMUL_SIZES = {"cuda": (4096, 8192), "cpu": (256, 512, 1024)}
+BATCHED = 8  # the batched product: this many (n/2)-square products, as attention's per-head matmuls
+CACHE_VERSION = "v2"  # ceilings measured another way are not read back
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 28}
 
 
@@ -30,16 +37,36 @@ def _median_seconds(stmt: str, **env) -> float:
     return Timer(stmt, globals=env, num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=0.5).median
 
 
-def matmul_tflops(device: torch.device, dtype: torch.dtype, tf32: bool, n: int) -> float:
+def matmul_tflops(device: torch.device, dtype: torch.dtype, tf32: bool, n: int, batched: bool = False) -> float:
+    """TFLOP/s of an n-square product, or with `batched` of BATCHED (n/2)-square ones in one call."""
     gen = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
+    shape = (BATCHED, n // 2, n // 2) if batched else (n, n)
+    a, b = (torch.randn(shape, generator=gen).to(device, dtype) for _ in range(2))
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
         seconds = _median_seconds("a @ b", a=a, b=b)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
-    return 2 * n**3 / seconds / 1e12
+    return 2 * (BATCHED * (n // 2) ** 3 if batched else n**3) / seconds / 1e12
+
+
+def ceilings(device: torch.device) -> tuple[dict[str, float], dict[str, str], dict[str, dict[str, float]]]:
+    """Per peak: the best TFLOP/s, the kernel that reached it, and every kernel and size tried."""
+    tried: dict[str, dict[str, float]] = {}
+    for name, (dtype, tf32) in MATMUL_PRECISIONS.items():
+        sizes = MATMUL_SIZES[device.type][:1] if emulated(dtype, device) else MATMUL_SIZES[device.type]
+        tried[name] = {f"{'bmm' if batched else 'mm'} n={n}": matmul_tflops(device, dtype, tf32, n, batched)
+                       for n in sizes for batched in (False, True)}
+    best, kernel = {}, {}
+    for name, (dtype, _) in MATMUL_PRECISIONS.items():
+        kernel[name] = max(tried[name], key=tried[name].get)
+        best[name] = tried[name][kernel[name]]
+        why = emulated(dtype, device)
+        if why and tried["fp32"][kernel["fp32"]] > best[name]:
+            best[name] = tried["fp32"][kernel["fp32"]]
+            kernel[name] = f"fp32 {kernel['fp32']} ({why}: it runs on the fp32 units)"
+    return best, kernel, tried
 
 
 def copy_gbps(device: torch.device, nbytes: int) -> float:
@@ -51,16 +78,17 @@ def copy_gbps(device: torch.device, nbytes: int) -> float:
 
 def measure(device: torch.device) -> dict:
     """Run the calibration: a dict of the ceilings, the sizes used and the environment."""
-    n = MATMUL_SIZE[device.type]
+    best, kernel, tried = ceilings(device)
     return {
         "device": device.type,
         **fingerprint(device.type),
         "host": socket.gethostname(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "threads": torch.get_num_threads(),
-        "matmul_size": n,
-        "matmul_tflops": {name: matmul_tflops(device, dtype, tf32, n)
-                          for name, (dtype, tf32) in MATMUL_PRECISIONS.items()},
+        "matmul_sizes": list(MATMUL_SIZES[device.type]),
+        "matmul_tflops": best,
+        "matmul_kernel": kernel,
+        "matmul_tried": tried,
         "copy_bytes": COPY_BYTES[device.type],
         "copy_gbps": copy_gbps(device, COPY_BYTES[device.type]),
     }
@@ -70,7 +98,7 @@ def cache_path(device: torch.device, cache_dir: Path = CACHE_DIR) -> Path:
     """One file per machine, device, software and thread count: a new driver, torch or OMP_NUM_THREADS
     recalibrates."""
     env = fingerprint(device.type)
-    key = "-".join([socket.gethostname(), env["device_name"], env["torch"], env["driver"] or "nodriver",
+    key = "-".join([CACHE_VERSION, socket.gethostname(), env["device_name"], env["torch"], env["driver"] or "nodriver",
                     f"{torch.get_num_threads()}threads"])
     return cache_dir / ("".join(c if c.isalnum() or c in "-_." else "_" for c in key) + ".json")
 

@@ -63,6 +63,7 @@ def fingerprint(device_type: str) -> dict[str, str]:
         "driver": _gpu_driver() if on_gpu else "",
         "cpu": _cpu_model(),
         "cpu_threads": str(torch.get_num_threads()),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest vector ISA torch's kernels use
         "python": platform.python_version(),
         "git_commit": git_commit(),
     }

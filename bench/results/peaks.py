@@ -17,3 +17,9 @@ def peak_tflops(precision: str, calibration: dict) -> float | None:
     """The machine's measured matmul peak (TFLOP/s) that a row of this precision is judged against."""
     name = peak_name(precision)
     return calibration.get("matmul_tflops", {}).get(name) if name else None
+
+
+def peak_kernel(precision: str, calibration: dict) -> str | None:
+    """The kernel and size that set that peak (a calibration from before they were recorded has none)."""
+    name = peak_name(precision)
+    return calibration.get("matmul_kernel", {}).get(name) if name else None

@@ -11,8 +11,10 @@ from functools import cached_property
 
 import numpy as np
 
-ENVIRONMENT = ("device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "python",
-               "git_commit")
+from bench.results.interval import CONFIDENCE, median_interval, rank_bounds
+
+ENVIRONMENT = ("device_name", "torch", "cuda", "cudnn", "triton", "driver", "cpu", "cpu_threads", "cpu_capability",
+               "python", "git_commit")
 # results.csv's columns in order; anything else a row carries follows them.
 COLUMNS = [
     "run_id", "case_id", "model", "phase", "precision", "batch", "attention", "size",
@@ -25,8 +27,12 @@ COLUMNS = [
     "iterations", "warmup_rounds", "warmup_s", "cudnn_benchmark", "triton_configs",
     "instructions", "mode", "memory_format", "compile_s", "graph_breaks", "recompiles",
     "world_size", "backend", "strategy", "global_samples_per_s", "scaling_efficiency", "rank_medians_s",
-    "communication_share", "cpu_steal_pct", "sm_clock_mhz", "throttle",
+    "communication_share", "cpu_steal_pct", "sm_clock_mhz", "throttle", "emulated", "ci_target", "case_s",
+    "build_s", "timed_s", "flops_s", "peak_kernel", "cpu_capability", "ci_low_s", "ci_high_s", "ci_halfwidth",
+    "converged", "flags",
 ]
+NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
+STOLEN_PCT = 5.0  # CPU time the hypervisor gave other guests while a case was timed, in % of all CPUs' time
 # A GPU case is host-bound when the GPU's own time is under this share of its end-to-end step: the rest is
 # the host's (launches, Python, syncs), so its time follows the CPU and a slower kernel can hide in it.
 DEVICE_BOUND_SHARE = 0.8
@@ -40,13 +46,38 @@ DEFAULT_AXES = {"mode": "eager", "memory_format": "contiguous"}
 
 
 def timing_stats(rounds_s: Sequence[float]) -> dict[str, float]:
-    """Median, IQR (numpy's linear quartiles), min, mean, sample standard deviation and count of raw
-    rounds, in seconds."""
+    """Median and its 95 % interval (bench/results/interval.py; ci_halfwidth is its half-width over the
+    median), IQR (numpy's linear quartiles), min, mean, sample standard deviation and count of raw rounds,
+    in seconds."""
     data = np.asarray(rounds_s, dtype=float)
     q1, median, q3 = np.percentile(data, [25, 50, 75])
-    return {"median_s": float(median), "iqr_s": float(q3 - q1), "min_s": float(data.min()),
+    interval = median_interval(data)
+    return {"median_s": float(median), "ci_low_s": interval.low, "ci_high_s": interval.high,
+            "ci_halfwidth": interval.relative_halfwidth, "iqr_s": float(q3 - q1), "min_s": float(data.min()),
             "mean_s": float(data.mean()), "stddev_s": float(data.std(ddof=1)) if data.size > 1 else 0.0,
             "rounds": int(data.size)}
+
+
+def converged(ci_halfwidth: float, rounds: int, ci_target: float | None) -> bool | None:
+    """Whether the rounds met the stopping rule's target at the stated confidence (None without a target)."""
+    if not _known(ci_target) or not ci_target:
+        return None
+    return bool(ci_halfwidth <= ci_target and rank_bounds(rounds)[1] >= CONFIDENCE)
+
+
+def flags(figures: dict, emulated: bool | None = None, throttle: str | None = None,
+          cpu_steal_pct: float | None = None) -> str:
+    """What a reader must know before trusting a row's figures, '; '-separated: FLAGS' names that apply."""
+    checks = {
+        "emulated": bool(emulated),
+        "host-bound": figures.get("bound") == "host",
+        "noisy": figures.get("iqr_s", 0) > NOISY_IQR * figures.get("median_s", math.inf),
+        "not converged": figures.get("converged") is False,
+        "throttled": bool(throttle) and _known(throttle),
+        "CPU stolen": _known(cpu_steal_pct) and cpu_steal_pct > STOLEN_PCT,
+        "above peak": bool(figures.get("above_peak")),
+    }
+    return "; ".join(name for name, applies in checks.items() if applies)
 
 
 def rates(median_s: float, batch: int, batch_tokens: int | None, flops: int | None,
@@ -59,10 +90,13 @@ def rates(median_s: float, batch: int, batch_tokens: int | None, flops: int | No
 
 
 def achieved(seconds: float, flops: int | None, peak_tflops: float | None) -> dict[str, float | None]:
-    """TFLOP/s of `flops` done in `seconds`, and that as a percentage of the calibrated peak."""
+    """TFLOP/s of `flops` done in `seconds`, and that as a percentage of the calibrated peak; none above 100:
+    a case faster than its ceiling says the calibration read low (above_peak), not that it beat the machine."""
     tflops = flops / seconds / 1e12 if _known(flops) else None
-    has_peak = _known(peak_tflops) and peak_tflops > 0
-    return {"tflops": tflops, "pct_of_peak": 100.0 * tflops / peak_tflops if tflops is not None and has_peak else None}
+    if tflops is None or not _known(peak_tflops) or peak_tflops <= 0:
+        return {"tflops": tflops, "pct_of_peak": None}
+    pct = 100.0 * tflops / peak_tflops
+    return {"tflops": tflops, "pct_of_peak": pct if pct <= 100 else None, **({"above_peak": True} if pct > 100 else {})}
 
 
 def device_figures(median_s: float, device_s: float | None, flops: int | None,
@@ -78,7 +112,24 @@ def device_figures(median_s: float, device_s: float | None, flops: int | None,
         bound = "device" if device_s >= DEVICE_BOUND_SHARE * median_s else "host"
     at_device = achieved(device_s, flops, peak_tflops)
     return {"device_s": device_s, "host_overhead_s": median_s - device_s, "bound": bound,
-            "device_tflops": at_device["tflops"], "device_pct_of_peak": at_device["pct_of_peak"]}
+            "device_tflops": at_device["tflops"], "device_pct_of_peak": at_device["pct_of_peak"],
+            **({"above_peak": True} if at_device.get("above_peak") else {})}
+
+
+def derived(rounds_s: Sequence[float], device_rounds_s: Sequence[float] | None, batch: int, batch_tokens: int | None,
+            flops: int | None, peak_tflops: float | None, device: str, ci_target: float | None = None,
+            emulated: bool | None = None, throttle: str | None = None,
+            cpu_steal_pct: float | None = None) -> dict[str, float | str | bool | None]:
+    """Every figure a row derives from its raw rounds (and device rounds): spread and interval, whether it
+    converged, rates, device figures and the flags; a report recomputes them the same way."""
+    stats = timing_stats(rounds_s)
+    device_s = float(np.median(device_rounds_s)) if device_rounds_s is not None and len(device_rounds_s) else None
+    figures = {**stats, "converged": converged(stats["ci_halfwidth"], stats["rounds"], ci_target),
+               **rates(stats["median_s"], batch, batch_tokens, flops, peak_tflops),
+               **device_figures(stats["median_s"], device_s, flops, peak_tflops, device)}
+    figures["flags"] = flags(figures, emulated, throttle, cpu_steal_pct)
+    figures.pop("above_peak", None)
+    return figures
 
 
 def _known(value: float | None) -> bool:
@@ -120,6 +171,7 @@ class Row:
     cudnn_benchmark: bool | None = None  # cuDNN searched for its fastest algorithms
     triton_configs: str | None = None  # the Triton kernels' autotuned configs (--attn triton)
     peak_tflops: float | None = None  # the calibrated matmul peak for this precision
+    peak_kernel: str | None = None  # the calibration's kernel and size that set that peak
     attention_share: float | None = None  # with --profile
     profile_error: str | None = None
     instructions: float | None = None  # callgrind's instructions per step (--instructions), instead of rounds
@@ -138,6 +190,12 @@ class Row:
     cpu_steal_pct: float | None = None  # % of all CPUs' time the hypervisor gave other guests while timed
     sm_clock_mhz: float | None = None  # GPU: the lower SM clock of the readings before and after the rounds
     throttle: str | None = None  # GPU: why its clocks were held down while timed ('; '-separated), "" if not
+    emulated: bool | None = None  # the precision's dtype has no native arithmetic here (a CPU without bf16/fp16)
+    ci_target: float | None = None  # the stopping rule's target half-width (share of the median); None: fixed rounds
+    case_s: float | None = None  # the whole case: build, warm-up, timing, FLOPs, profiling, recording
+    build_s: float | None = None  # building the model and batch (0 when shared with the case before)
+    timed_s: float | None = None  # the timed rounds, device time's rounds included
+    flops_s: float | None = None  # counting FLOPs (near 0 from the cache)
 
     @classmethod
     def for_case(cls, case, device: str, environment: dict[str, str]) -> Row:
@@ -155,10 +213,8 @@ class Row:
         """Timing spread and rates, from the raw rounds; empty when nothing was timed."""
         if not self.rounds_s:
             return {}
-        stats = timing_stats(self.rounds_s)
-        device_s = float(np.median(self.device_rounds_s)) if self.device_rounds_s else None
-        return {**stats, **rates(stats["median_s"], self.batch, self.batch_tokens, self.flops, self.peak_tflops),
-                **device_figures(stats["median_s"], device_s, self.flops, self.peak_tflops, self.device)}
+        return derived(self.rounds_s, self.device_rounds_s, self.batch, self.batch_tokens, self.flops,
+                       self.peak_tflops, self.device, self.ci_target, self.emulated, self.throttle, self.cpu_steal_pct)
 
     def record(self, run_id: str, timestamp: str) -> dict:
         """The row as results.csv holds it: COLUMNS in order, empty where a figure does not apply."""

@@ -1,5 +1,6 @@
-"""Turns a Case into a result Row: build the model and a synthetic batch, warm up, time the rounds with
-pytest-benchmark (the GPU synchronised inside each round), count FLOPs, read peak memory."""
+"""Turns a Case into a result Row: build the model and a synthetic batch (or reuse the last case's), warm up
+until the step is warm, time rounds with pytest-benchmark (the GPU synchronised inside each round) until the
+median is precise enough or the case's time is up, count FLOPs (cached on disk), read peak memory."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from bench.errors import one_line
 from bench.machine import telemetry
 from bench.machine.environment import fingerprint
 from bench.results.row import Row
-from bench.run import devicetime, instructions
+from bench.run import devicetime, instructions, stopping
+from bench.run.flopcache import FlopCache
+from bench.run.flopcache import key as flop_key
 from bench.run.flops import FORMULAS
 from bench.sweep import attention
 from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS, attention_flops
@@ -34,7 +37,7 @@ from bench.sweep.cases import AttentionCase, Case
 from bench.sweep.models import MODELS, Batch
 from bench.sweep.models.spec import ModelSpec
 from bench.sweep.modes import MEMORY_FORMATS, MODES, compile_counters
-from bench.sweep.precision import PRECISIONS, Precision
+from bench.sweep.precision import PRECISIONS, Precision, emulated
 from bench.verdicts import turns
 
 Step = Callable[[], None]
@@ -51,15 +54,20 @@ DEVICE_ROUNDS = 20  # rounds of device time at most: it spreads far less than th
 
 @dataclass(frozen=True)
 class Settings:
-    """How to time: on which device, for how long, after how much warm-up."""
+    """How to time: on which device, to what precision, for how long at most, after how much warm-up."""
 
     device: torch.device
-    max_time: float = MAX_TIME_S  # seconds of timed rounds to aim for
+    max_time: float = MAX_TIME_S  # seconds of timed rounds at most (all of them with target 0)
     min_rounds: int = MIN_ROUNDS
-    warmup_rounds: int = 3  # the first also pays for autotuning and cudnn.benchmark's search
+    warmup_rounds: int = 1  # warm-up steps at least; then until two agree (stopping.warm), within the cap
     warmup_s: float = 0.0  # and at least this many seconds of warm-up (WARMUP_S by device in a sweep)
     max_rounds: int = 10_000
     instructions: bool = False  # count callgrind's instructions per step instead of timing rounds
+    target: float = 0.0  # stop once the median's interval is within this share (stopping.TARGETS); 0: time to the cap
+    min_time: float = 0.0  # seconds of timed rounds at least before the target may stop them
+
+    def stop_rule(self) -> stopping.StopRule:
+        return stopping.StopRule(self.target, self.min_rounds, self.max_rounds, self.min_time, self.max_time)
 
 
 class TimedRound:
@@ -177,6 +185,14 @@ class PeakMemory:
         except OSError:  # not Linux: no resettable peak to read
             self.baseline = None
 
+    @classmethod
+    def resident_bytes(cls) -> int | None:
+        """The process's resident set now (Linux), None elsewhere."""
+        try:
+            return cls._status_bytes("VmRSS")
+        except OSError:
+            return None
+
     def peak_bytes(self) -> int | None:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
@@ -205,32 +221,88 @@ class Workload:
     tokens: int | None = None
     compiled: bool = False  # by torch.compile: its first call compiles, and dynamo's counters tell how
     capture_refused: str = ""  # why device time must not try a CUDA graph of the step (devicetime.measure_device)
+    memory_baseline: int | None = None  # a shared build's: the resident set before it was built (PeakMemory)
 
 
-def model_workload(case: Case, device: torch.device) -> Workload:
+@dataclass
+class Built:
+    """An eager model and its synthetic batch, as the builds of cases that differ only in phase and
+    precision share them."""
+
+    key: tuple
+    model: nn.Module
+    batch: Batch
+    memory_baseline: int | None
+
+
+class Builds:
+    """The last eager model built, handed to the next case that differs from it only in phase or precision
+    (the sweep orders those innermost): fwd and fwdbwd, fp32 and AMP, build a model and its batch once.
+    Autocast leaves the fp32 weights as they are; a `step` case does update them, which changes no timing."""
+
+    def __init__(self) -> None:
+        self.last: Built | None = None
+
+    def get(self, case: Case, device: torch.device, build: Callable[[], tuple[nn.Module, Batch]]) -> Built:
+        key = (case.model, case.size, case.batch, case.attention, case.memory_format, str(device))
+        if self.last is None or self.last.key != key:
+            self.last = None  # the old model goes before the new one is built
+            gc.collect()
+            baseline = PeakMemory.resident_bytes() if device.type == "cpu" else None
+            self.last = Built(key, *build(), baseline)
+        return self.last
+
+    def release(self, failed: bool = False) -> None:
+        """After a case: its gradients go (the next case starts without them); after a failure the whole build,
+        whose state is unknown."""
+        if failed:
+            self.last = None
+        elif self.last is not None:
+            self.last.model.zero_grad(set_to_none=True)
+
+
+def model_workload(case: Case, device: torch.device, builds: Builds | None = None,
+                   flop_cache: FlopCache | None = None) -> Workload:
     """A model from the registry with a synthetic batch, in the case's memory format, run in its phase,
-    precision and mode. FLOPs are the eager model's: a compiled case does the same work."""
+    precision and mode; eager models come from `builds` when given. FLOPs are the fp32 eager model's
+    (a compiled or autocast case does the same work), from `flop_cache` when it has them."""
     spec = MODELS[case.model]
-    torch.manual_seed(0)
     layout = MEMORY_FORMATS[case.memory_format]
-    model = spec.build(case.size, case.attention).to(device, memory_format=layout)
-    batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
-    batch = dataclasses.replace(batch, inputs=tuple(x.contiguous(memory_format=layout) if x.dim() == 4 else x
-                                                    for x in batch.inputs))
+
+    def build() -> tuple[nn.Module, Batch]:
+        torch.manual_seed(0)
+        model = spec.build(case.size, case.attention).to(device, memory_format=layout)
+        batch = spec.batch(case.size, case.batch, device, torch.Generator().manual_seed(0))
+        return model, dataclasses.replace(batch, inputs=tuple(x.contiguous(memory_format=layout) if x.dim() == 4
+                                                              else x for x in batch.inputs))
+
     mode, precision = MODES[case.mode], PRECISIONS[case.precision]
+    shared = builds.get(case, device, build) if builds is not None and not mode.compiled else None
+    model, batch = (shared.model, shared.batch) if shared else build()
     if mode.compiled:
         torch._dynamo.reset()  # each case compiles afresh: its compile time and recompiles are its own
     step = make_step(case.phase, mode.apply(model), batch, spec, precision, device)
 
-    def flops() -> int:
-        eager = make_step(case.phase, model, batch, spec, precision, device) if mode.compiled else step
+    def count() -> int:
+        eager = make_step(case.phase, model, batch, spec, PRECISIONS["fp32"], device)
         analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
         return count_flops(eager, model, analytic, backward=case.phase != "fwd")
+
+    def flops() -> int:
+        if flop_cache is None:
+            return count()
+        fields = flop_key(case)
+        cached = flop_cache.get(fields)
+        if cached is None:
+            cached = count()
+            flop_cache.put(fields, cached)
+        return cached
 
     refused = ("an optimizer step: AdamW is not capturable (capturable=False), and a failed capture would leave "
                "GradScaler half-way" if case.phase == "step" else
                f"torch.compile's mode {mode.compile_mode} replays CUDA graphs of its own" if mode.cudagraphs else "")
-    return Workload(step, flops, batch.tokens, compiled=mode.compiled, capture_refused=refused)
+    return Workload(step, flops, batch.tokens, compiled=mode.compiled, capture_refused=refused,
+                    memory_baseline=shared.memory_baseline if shared else None)
 
 
 def attention_workload(case: AttentionCase, device: torch.device) -> Workload:
@@ -298,20 +370,28 @@ def slowed(work: Workload, fraction: float, device: torch.device) -> Step:
     return slowed_step
 
 
-def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
-    """Measure one case; the row's status is ok, skipped, oom or error (with the reason)."""
-    row = Row.for_case(case, settings.device.type, fingerprint(settings.device.type))
+def run_case(case: Case | AttentionCase, benchmark, settings: Settings, builds: Builds | None = None,
+             flop_cache: FlopCache | None = None) -> Row:
+    """Measure one case (a model case from `builds` and `flop_cache` when given); the row's status is ok,
+    skipped, oom or error (with the reason)."""
+    device = settings.device
+    row = Row.for_case(case, device.type, fingerprint(device.type))
+    dtype = PRECISIONS[case.precision].compute_dtype if isinstance(case, Case) else case.torch_dtype
     row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32,
-                  cudnn_benchmark=settings.device.type == "cuda")  # measure() searches on GPUs only
-    reason = case.unavailable(settings.device)
+                  cudnn_benchmark=device.type == "cuda",  # measure() searches on GPUs only
+                  emulated=emulated(dtype, device) is not None, ci_target=settings.target or None)
+    reason = case.unavailable(device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)
     triton = importlib.import_module("kernels.flash_attention") if case.attention in TRITON_BACKWARDS else None
+    failed = True
     try:
         if triton:
             triton.forget_configs()
-        measured = measure(lambda: WORKLOADS[type(case)](case, settings.device), benchmark, settings, case.id,
-                           case.slowdown)
+        build = (functools.partial(model_workload, case, device, builds, flop_cache) if isinstance(case, Case)
+                 else functools.partial(attention_workload, case, device))
+        measured = measure(build, benchmark, settings, case.id, case.slowdown)
+        failed = False
         row = row.but(**dataclasses.asdict(measured))
         if triton:  # the autotuner's choice, which can differ between runs of the same code
             chosen = triton.last_configs().items()
@@ -323,8 +403,10 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings) -> Row:
             traceback.print_exc()
         return row.but(status=status, reason=one_line(err))
     finally:
+        if builds is not None:
+            builds.release(failed)
         gc.collect()
-        if settings.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.empty_cache()
 
 
@@ -351,6 +433,9 @@ class Measured:
     iterations: int | None = None
     warmup_rounds: int | None = None
     warmup_s: float | None = None
+    build_s: float | None = None
+    timed_s: float | None = None
+    flops_s: float | None = None
     peak_mem_bytes: int | None = None
     peak_mem_warmup_bytes: int | None = None
     cpu_steal_pct: float | None = None
@@ -366,16 +451,21 @@ class Measured:
 
 def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_id: str = "",
             slowdown: float = 0.0) -> Measured:
-    """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end), time its
-    device time apart (bench/run/devicetime.py), then count its FLOPs: the measured fields of a Row. Peak memory:
-    of the timed rounds, and of the build and warm-up. Under `ab`, both sides time a case in the same
-    iterations and rounds and hand the turn over between rounds (bench/verdicts/turns.py). `slowdown`: validate's
-    trust stage's known slowdown (`slowed`), added after warm-up."""
+    """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end) until the
+    stopping rule says enough, time its device time apart (bench/run/devicetime.py), then count its FLOPs:
+    the measured fields of a Row, with the seconds each part took. Peak memory: of the timed rounds, and of
+    the build and warm-up. Under `ab`, both sides time a case in the same iterations and rounds (no stopping
+    rule) and hand the turn over between rounds (bench/verdicts/turns.py). `slowdown`: validate's trust
+    stage's known slowdown (`slowed`), added after warm-up."""
     device = settings.device
     on_gpu = device.type == "cuda"
     memory = PeakMemory(device)
     memory.start()  # before the build: the peak covers weights, inputs, activations and grads
+    build_start = time.perf_counter()
     work = build()
+    build_s = time.perf_counter() - build_start
+    if work.memory_baseline is not None:  # a shared build: its weights count as this case's too
+        memory.baseline = work.memory_baseline
 
     def warmup_round() -> float:
         start = time.perf_counter()
@@ -387,36 +477,38 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     with cudnn_benchmark(on_gpu):
         counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
         before = counters()
-        warm_start, warmup_steps_s = time.perf_counter(), []
-        while (len(warmup_steps_s) < max(1, settings.warmup_rounds)  # one at least: it sizes the rounds
-               or time.perf_counter() - warm_start < settings.warmup_s):
-            warmup_steps_s.append(warmup_round())
-            if len(warmup_steps_s) == 1:  # a compiled model compiled in this first call
-                first_call_s, after_first = warmup_steps_s[0], counters()
-        warmup_s, warmup_rounds = time.perf_counter() - warm_start, len(warmup_steps_s)
+        warmup_steps_s, warmup_s = _warm_up(warmup_round, settings)
+        first_call_s, after_first = warmup_steps_s[0], counters()  # a compiled model compiled in the first call
         if slowdown:
             work = dataclasses.replace(work, step=slowed(work, slowdown, device))
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
         iterations, rounds = turns.agree(case_id, *round_plan(warmup_steps_s, settings))
+        # the stopping rule decides how many rounds, up to the cap; ab's two sides time the same rounds instead
+        stopper = (stopping.Stopper(settings.stop_rule())
+                   if settings.target > 0 and not turns.active() else None)
         timed: dict = {}
+        timed_start = time.perf_counter()
         with _gc_paused():
             if settings.instructions:  # counted under callgrind instead of timed: no rounds
                 timed["instructions"] = instructions.count(work.step)
             else:
                 read_clocks = functools.partial(telemetry.gpu_clocks, _nvml_index(device)) if on_gpu else None
-                timed, clocks = _host_rounds(work.step, benchmark, device, iterations, rounds, case_id, warmup_round,
-                                             read_clocks)
+                timed, clocks = _host_rounds(work.step, benchmark, device, iterations,
+                                             settings.max_rounds if stopper else rounds, case_id, warmup_round,
+                                             read_clocks, stopper)
             peak_mem = memory.peak_bytes()  # of the timed rounds, before device time's capture and profiling
             if on_gpu and timed.get("rounds_s"):
-                timed.update(_device_time(work, device, iterations, rounds))
+                timed.update(_device_time(work, device, iterations, len(timed["rounds_s"])))
                 clocks.append(read_clocks())  # after the device rounds too
             if on_gpu and not settings.instructions:
                 timed.update(telemetry.throttling(*clocks))
+        timed_s = time.perf_counter() - timed_start
     after = counters()
     compiling = {"compile_s": first_call_s, "graph_breaks": after_first["graph_breaks"] - before["graph_breaks"],
                  "recompiles": after["frames"] - after_first["frames"]} if work.compiled else {}
     notes = [timed.pop("device_note", "")]
+    flops_start = time.perf_counter()
     try:
         flops = work.flops()
     except Exception as err:  # counting uses naive attention, which may not fit where the timed case did
@@ -425,24 +517,57 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         flops = None
         notes.insert(0, "FLOPs not counted: out of memory while counting")
     fields = {"reason": "; ".join(filter(None, notes)), "flops": flops, "batch_tokens": work.tokens,
-              "warmup_rounds": warmup_rounds, **timed, **compiling}
+              "warmup_rounds": len(warmup_steps_s), "build_s": build_s, "timed_s": timed_s,
+              "flops_s": time.perf_counter() - flops_start, **timed, **compiling}
     if settings.instructions:
         return Measured(**fields)
     return Measured(**fields, peak_mem_bytes=peak_mem, peak_mem_warmup_bytes=warmup_peak, iterations=iterations,
                     warmup_s=warmup_s)
 
 
+def _warm_up(warmup_round: Callable[[], float], settings: Settings) -> tuple[list[float], float]:
+    """Warm-up steps until the step is warm (stopping.warm: two successive steps agree) after
+    settings.warmup_rounds of them and settings.warmup_s seconds, or until it has taken the case's timing cap
+    (two steps at least) or MAX_WARMUP_STEPS: each step's seconds, and the whole warm-up's."""
+    start, steps_s = time.perf_counter(), []
+    while True:
+        steps_s.append(warmup_round())
+        elapsed = time.perf_counter() - start
+        if len(steps_s) < settings.warmup_rounds or elapsed < settings.warmup_s:
+            continue
+        capped = len(steps_s) >= stopping.MAX_WARMUP_STEPS or (len(steps_s) >= 2 and elapsed >= settings.max_time)
+        if capped or stopping.warm(steps_s):
+            return steps_s, elapsed
+
+
+class _Enough(Exception):
+    """Raised after a round by the benchmark's teardown when the stopping rule is met: pytest-benchmark's
+    pedantic mode times a fixed number of rounds and has no other way out."""
+
+
 def _host_rounds(step: Step, benchmark, device: torch.device, iterations: int, rounds: int, case_id: str,
-                 rewarm: Step, read_clocks: Callable[[], tuple | None] | None) -> tuple[dict, list]:
-    """Host rounds by pytest-benchmark (handing the turn over between rounds under `ab`) and the CPU time
-    stolen while they ran; on a GPU, its clocks (`read_clocks`) read before and after them. On a CPU the
-    device time is the host time."""
+                 rewarm: Step, read_clocks: Callable[[], tuple | None] | None,
+                 stopper: stopping.Stopper | None = None) -> tuple[dict, list]:
+    """Host rounds by pytest-benchmark (up to `rounds`, fewer when `stopper` says so; handing the turn over
+    between rounds under `ab`) and the CPU time stolen while they ran; on a GPU, its clocks (`read_clocks`)
+    read before and after them. On a CPU the device time is the host time."""
     on_gpu = device.type == "cuda"
-    between = {"teardown": turns.handover(case_id, rewarm)} if turns.active() else {}
+    handover = turns.handover(case_id, rewarm) if turns.active() else None
+    start = time.perf_counter()
+
+    def after_round() -> None:
+        if handover:
+            handover()
+        if stopper and stopper.done(benchmark.stats.stats.data, time.perf_counter() - start):
+            raise _Enough
+
     ticks = telemetry.cpu_ticks()
     clocks = [read_clocks()] if read_clocks else []
-    benchmark.pedantic(TimedRound(step, iterations, device), rounds=rounds, iterations=iterations,
-                       warmup_rounds=0, **between)
+    try:
+        benchmark.pedantic(TimedRound(step, iterations, device), rounds=rounds, iterations=iterations,
+                           warmup_rounds=0, **({"teardown": after_round} if handover or stopper else {}))
+    except _Enough:
+        benchmark.has_error = False  # pedantic marks any exception an error; this one is the planned end
     stolen = telemetry.steal_pct(ticks, telemetry.cpu_ticks())
     if read_clocks:
         clocks.append(read_clocks())

@@ -4,6 +4,9 @@ end writes pytest-benchmark's JSON and the report."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -12,25 +15,35 @@ import torch
 
 from bench.errors import one_line
 from bench.machine import calibrate
-from bench.results.peaks import peak_tflops
+from bench.machine.environment import fingerprint
+from bench.results.peaks import peak_kernel, peak_tflops
 from bench.results.row import Row
 from bench.results.rundir import RunDir, RunWriter
-from bench.run.harness import WARMUP_S, Settings, run_case
+from bench.run import stopping
+from bench.run.budget import Budget
+from bench.run.flopcache import FlopCache
+from bench.run.harness import WARMUP_S, Builds, Settings, run_case
 from bench.run.profile import profile_case
 from bench.sweep.options import SweepOptions
 from bench.verdicts import turns
 
 
 class Session:
-    """One sweep: its options, the machine's calibration, and the writer of its run folder (made when
-    the first case ends, so a session that runs no case leaves no empty folder)."""
+    """One sweep: its options, the machine's calibration, its budget, the builds and FLOP counts its cases
+    share, and the writer of its run folder (made when the first case ends, so a session that runs no case
+    leaves no empty folder)."""
 
     def __init__(self, options: SweepOptions, calibration: dict | None = None):
         self.options = options
+        self.budget = Budget(options.budget, 0) if options.budget else None  # its clock starts here
+        device = options.device.type
         settle = turns.SETTLE_S if turns.active() else 0.0  # the other process of an ab pair settles first
+        target = stopping.TARGETS[device] if options.ci_target is None else options.ci_target
         self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
-                                 warmup_s=max(WARMUP_S[options.device.type], settle),
-                                 instructions=options.instructions)
+                                 warmup_s=max(WARMUP_S[device], settle), instructions=options.instructions,
+                                 target=target, min_time=min(stopping.MIN_TIME_S[device], options.max_time))
+        self.builds, self.flop_cache = Builds(), FlopCache()
+        self.cut: list[str] = []  # cases the budget stopped before they converged
         self.threads = torch.get_num_threads()  # restored when the run ends
         if options.instructions:  # one thread: counts that do not depend on how work was split
             torch.set_num_threads(1)
@@ -39,6 +52,9 @@ class Session:
             with turns.timed("calibration"):  # matmuls on the device: not beside the other ab process's timing
                 calibration = calibrate.load_or_measure(options.device)
         self.calibration = calibration
+        # Everything loaded so far (torch, pytest, the collected cases) is kept out of every later collection:
+        # the harness collects garbage three times a case, ~0.15 s each over all of it, ~1 ms after this.
+        gc.freeze()
         self.writer: RunWriter | None = None
         self.benchmarks: list = []  # pytest-benchmark's records of the timed cases, for its JSON
         self.report_line = ""  # where the report went, or why it is missing
@@ -55,14 +71,36 @@ class Session:
     def run_dir(self) -> RunDir:
         return self._writer().run_dir
 
+    def expect(self, cases: int) -> None:
+        """How many cases the sweep will run: the budget shares its time out among them."""
+        if self.budget:
+            self.budget.cases_left = cases
+
     def run(self, case, benchmark) -> Row:
-        """Measure a case, profile it when asked, and record its row; the benchmark's JSON entry carries
-        the row's figures in extra_info."""
+        """Measure a case (within its share of the budget), profile it when asked, and record its row with
+        the seconds it took; the benchmark's JSON entry carries the row's figures in extra_info."""
+        start = time.perf_counter()
+        if self.budget and self.budget.remaining <= 0:
+            self.budget.case_done(ran=False)
+            row = Row.for_case(case, self.settings.device.type, fingerprint(self.settings.device.type))
+            row = row.but(status="skipped", reason=f"not run: the {self.budget.describe()}")
+            self.record(row, benchmark)
+            return row
+        settings = self.settings
+        if self.budget:
+            settings = dataclasses.replace(settings, max_time=self.budget.timing_cap(settings.max_time))
+            settings = dataclasses.replace(settings, min_time=min(settings.min_time, settings.max_time))
         with turns.timed(case.id):  # under ab, all the case does on the device, inside its turn
-            row = run_case(case, benchmark, self.settings)
-            row = row.but(peak_tflops=peak_tflops(row.precision, self.calibration))
+            row = run_case(case, benchmark, settings, self.builds, self.flop_cache)
+            row = row.but(peak_tflops=peak_tflops(row.precision, self.calibration),
+                          peak_kernel=peak_kernel(row.precision, self.calibration))
             if row.status == "ok" and self.options.profile:
                 row = self._profile(case, row)
+        if self.budget:
+            self.budget.case_done()
+            if settings.max_time < self.settings.max_time and row.figures.get("converged") is False:
+                self.cut.append(case.id)
+        row = row.but(case_s=time.perf_counter() - start)
         self.record(row, benchmark)
         return row
 
@@ -106,9 +144,16 @@ class Session:
         """The lines the terminal summary prints: cases by status and where they went."""
         if self.writer is None:
             return []
-        counts = Counter(record["status"] for record in self.writer.records)
+        records = self.writer.records
+        counts = Counter(record["status"] for record in records)
         tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        return [f"{len(self.writer.records)} cases ({tally}) -> {self.run_dir.path}", *filter(None, [self.report_line])]
+        timed = [record for record in records if record["converged"] is not None]
+        precision = (f"{sum(bool(r['converged']) for r in timed)} of {len(timed)} timed cases converged "
+                     f"(median within +-{self.settings.target:.1%} at 95 %)") if timed else ""
+        budget = (f"{self.budget.describe()}; {len(self.cut)} cases stopped at their share of it before "
+                  f"converging, {self.budget.not_run} not run") if self.budget else ""
+        return [f"{len(records)} cases ({tally}) -> {self.run_dir.path}",
+                *filter(None, [precision, budget, self.report_line])]
 
 
 def outcome(row: Row) -> None:

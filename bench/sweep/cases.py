@@ -12,7 +12,7 @@ import torch
 from bench.sweep.attention import ATTENTION
 from bench.sweep.models import MODELS
 from bench.sweep.modes import MODES
-from bench.sweep.precision import DTYPES, PRECISIONS
+from bench.sweep.precision import DTYPES, PRECISIONS, emulated
 
 PHASES = ("fwd", "fwdbwd", "step")
 # validate's trust stage sets this (a fraction, e.g. 0.05) in one side of its ab pairs: that side's sweep times
@@ -45,6 +45,7 @@ class Case:
     mode: str = "eager"
     memory_format: str = "contiguous"  # or channels_last, for the convolutional models
     slowdown: float = 0.0  # a known slowdown added to each step, for validate's trust stage only
+    left_out: str = ""  # why the sweep records this case without running it (trim_emulated)
 
     @property
     def id(self) -> str:
@@ -57,7 +58,10 @@ class Case:
         return "-".join(part for part in parts if part) + slowed_suffix(self.slowdown)
 
     def unavailable(self, device: torch.device) -> str | None:
-        """Why this device cannot run the case (mode, precision, then attention), or None."""
+        """Why this device cannot run the case (mode, precision, then attention) or the sweep leaves it out,
+        or None."""
+        if self.left_out:
+            return self.left_out
         precision = PRECISIONS[self.precision]
         reason = MODES[self.mode].unavailable(device) or precision.unavailable(device)
         if reason is None and self.attention is not None:
@@ -72,19 +76,40 @@ def sweep(models: list[str], phases: list[str], precisions: list[str], batch_siz
           memory_format: str = "contiguous") -> list[Case]:
     """Every combination; attention varies only for models that have it, batch sizes default per model
     (those `default_batches` picks of the model's own), and a memory format other than contiguous applies
-    to the convolutional models only."""
+    to the convolutional models only. Precision and phase vary innermost: cases that differ only in them
+    share one build of the model (harness.Builds)."""
     cases = []
     for name in models:
         spec = MODELS[name]
         batches = batch_sizes or spec.batch_sizes[size][default_batches]
         attns = attentions if spec.has_attention else [None]
         layout = memory_format if spec.convolutional else "contiguous"
-        for phase, precision, batch, attn, mode in itertools.product(phases, precisions, batches, attns, modes):
+        for batch, attn, mode, precision, phase in itertools.product(batches, attns, modes, precisions, phases):
             cases.append(Case(name, phase, precision, batch, attn, size, mode, layout))
     return cases
 
 
+def trim_emulated(cases: list[Case], device: torch.device) -> list[Case]:
+    """A default sweep on a device that emulates a precision (bf16 on most CPUs: ~70x slower than fp32, which
+    would take most of the quick sweep's time) times it forward at each model's smallest batch only; its
+    other cases are recorded as skipped with the reason, and naming the precision times them all."""
+    smallest = {}
+    for case in cases:
+        smallest[case.model] = min(smallest.get(case.model, case.batch), case.batch)
+    trimmed = []
+    for case in cases:
+        why = emulated(PRECISIONS[case.precision].compute_dtype, device)
+        if why and (case.phase != "fwd" or case.batch != smallest[case.model]):
+            case = dataclasses.replace(case, left_out=f"{why}: the default sweep times {case.precision} forward at "
+                                                      f"the smallest batch only; --precisions {case.precision} "
+                                                      "times every case")
+        trimmed.append(case)
+    return trimmed
+
+
 ATTENTION_DTYPES = ("fp16", "bf16")
+# The micro-benchmark's dtype kept on a device that emulates them all (the model sweep's AMP dtype).
+EMULATED_KEEP = "bf16"
 # Shapes of the attention micro-benchmark: batch * heads = 8 on a CPU, 64 on a GPU (FlashAttention's range).
 ATTENTION_SHAPES = {
     "quick": {"batch": 2, "heads": 4, "seqlens": (128, 256), "head_dims": (64, 128)},
@@ -106,6 +131,7 @@ class AttentionCase:
     batch: int
     heads: int
     slowdown: float = 0.0  # as Case's
+    left_out: str = ""  # as Case's (trim_emulated_attention)
 
     @property
     def id(self) -> str:
@@ -118,7 +144,19 @@ class AttentionCase:
         return DTYPES[self.precision]
 
     def unavailable(self, device: torch.device) -> str | None:
+        if self.left_out:
+            return self.left_out
         return ATTENTION[self.attention].unavailable(device, self.torch_dtype, self.head_dim, causal=self.causal)
+
+
+def trim_emulated_attention(cases: list[AttentionCase], device: torch.device) -> list[AttentionCase]:
+    """A default micro-benchmark on a device that emulates every one of its dtypes (a CPU without fp16 or bf16
+    arithmetic) times EMULATED_KEEP only; the other dtypes' cases are recorded as skipped with the reason."""
+    if not all(emulated(DTYPES[name], device) for name in ATTENTION_DTYPES):
+        return cases
+    return [case if case.precision == EMULATED_KEEP else dataclasses.replace(
+        case, left_out=f"{emulated(case.torch_dtype, device)}: the default micro-benchmark times {EMULATED_KEEP} "
+                       "only, emulated too; naming --precisions times every dtype") for case in cases]
 
 
 def attention_sweep(attentions: list[str], phases: list[str], size: str, dtypes: tuple[str, ...] | None = None,

@@ -13,9 +13,20 @@ import torch
 from bench import MAX_TIME_S, MIN_ROUNDS
 from bench.errors import OptionError
 from bench.results.rundir import REPORTS_DIR, default_run_id
-from bench.run import instructions
+from bench.run import instructions, stopping
+from bench.run.budget import parse_duration
 from bench.sweep.attention import ATTENTION, TRITON_BACKWARDS
-from bench.sweep.cases import PHASES, SLOWDOWN_ENV, AttentionCase, Case, attention_sweep, sweep, with_slowed
+from bench.sweep.cases import (
+    PHASES,
+    SLOWDOWN_ENV,
+    AttentionCase,
+    Case,
+    attention_sweep,
+    sweep,
+    trim_emulated,
+    trim_emulated_attention,
+    with_slowed,
+)
 from bench.sweep.models import MODELS, SIZES
 from bench.sweep.modes import MEMORY_FORMATS, MODES
 from bench.sweep.precision import PRECISIONS
@@ -95,6 +106,17 @@ def check_instructions(device: torch.device) -> None:
         raise OptionError(str(err)) from None
 
 
+def parse_percent(option: str, value: str) -> float:
+    """A share from a percentage ('2', '2%', '0.5'): 0 to 100."""
+    try:
+        pct = float(str(value).strip().removesuffix("%"))
+    except ValueError:
+        pct = -1.0
+    if not 0 <= pct <= 100:
+        raise OptionError(f"--{option}: expected a percentage from 0 to 100 such as 2 or 0.5%, got '{value}'")
+    return pct / 100
+
+
 def check_profile_steps(steps: int) -> int:
     if steps < 1:
         raise OptionError(f"--profile-steps: expected a positive integer, got {steps}")
@@ -146,15 +168,16 @@ def _list_option(get: Callable[[str], Any], part: dict[str, Any], opt: str) -> l
     return parse_names(opt, get(opt) or part.get(opt) or default or "all", valid)
 
 
-def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str) -> list[Case]:
-    """The model cases of one part of a sweep."""
+def _part_cases(get: Callable[[str], Any], part: dict[str, str], size: str, device: torch.device) -> list[Case]:
+    """The model cases of one part of a sweep; precisions nobody named that the device emulates, trimmed."""
     names = {opt: _list_option(get, part, opt) for opt in LIST_OPTIONS}
     given_attn = get("attn") or part.get("attn")
     model_attns = names["attn"] if given_attn else parse_names("attn", MODEL_ATTENTION_DEFAULT, ATTENTION)
-    return sweep(names["models"], names["phases"], names["precisions"],
-                 parse_batch_sizes(get("batch_sizes") or part.get("batch_sizes")), model_attns, size,
-                 BATCH_PICKS[part["batches"]] if "batches" in part else slice(None), tuple(names["modes"]),
-                 parse_choice("memory-format", get("memory_format") or "contiguous", tuple(MEMORY_FORMATS)))
+    cases = sweep(names["models"], names["phases"], names["precisions"],
+                  parse_batch_sizes(get("batch_sizes") or part.get("batch_sizes")), model_attns, size,
+                  BATCH_PICKS[part["batches"]] if "batches" in part else slice(None), tuple(names["modes"]),
+                  parse_choice("memory-format", get("memory_format") or "contiguous", tuple(MEMORY_FORMATS)))
+    return cases if get("precisions") or part.get("precisions") else trim_emulated(cases, device)
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,8 @@ class SweepOptions:
     profile_steps: int = 3
     profile_stacks: bool = False
     instructions: bool = False  # count instructions under callgrind instead of timing
+    budget: float | None = None  # seconds the whole sweep may take (--budget)
+    ci_target: float | None = None  # --ci-target as a share (0.02); None: the device's (stopping.TARGETS)
 
     @classmethod
     def from_values(cls, get: Callable[[str], Any], given: Callable[[str], bool] = lambda name: False) -> SweepOptions:
@@ -181,14 +206,16 @@ class SweepOptions:
         OptionError on bad input. A preset's values stand in for every option not given."""
         preset = PRESETS[parse_choice("preset", get("preset"), tuple(PRESETS))] if get("preset") else None
         size = parse_choice("size", get("size") or (preset.size if preset else "quick"), SIZES)
-        cases = [case for part in (preset.parts if preset else ({},)) for case in _part_cases(get, part, size)]
+        device = resolve_device(get("device"))
+        cases = [case for part in (preset.parts if preset else ({},)) for case in _part_cases(get, part, size, device)]
         micro = preset.attention if preset else {}
         attention_cases = attention_sweep(_list_option(get, micro, "attn"), _list_option(get, micro, "phases"), size,
                                           dtypes=micro.get("dtypes"), seqlens=micro.get("seqlens"))
+        if not get("precisions") and not micro.get("dtypes"):
+            attention_cases = trim_emulated_attention(attention_cases, device)
         timing = {opt: get(f"benchmark_{opt}") if preset is None or given(f"benchmark_{opt}") else getattr(preset, opt)
                   for opt in ("max_time", "min_rounds")}
         reports_dir = Path(get("reports_dir")) if get("reports_dir") else REPORTS_DIR
-        device = resolve_device(get("device"))
         if get("instructions"):
             check_instructions(device)
         run_id = check_run_id(get("run_id") or default_run_id())
@@ -208,6 +235,8 @@ class SweepOptions:
             profile_steps=check_profile_steps(get("profile_steps")),
             profile_stacks=bool(get("profile_stacks")),
             instructions=bool(get("instructions")),
+            budget=parse_duration("budget", get("budget")) if get("budget") else None,
+            ci_target=parse_percent("ci-target", get("ci_target")) if get("ci_target") is not None else None,
         )
 
 
@@ -246,6 +275,15 @@ def add_options(parser) -> None:
                          "amp_fp16 and amp_bf16, every attention implementation, the attention micro-benchmark "
                          "at seq 1k-16k, short timing: about 4 minutes on an H100). Options given beside it "
                          "override its values")
+    targets = ", ".join(f"{device} {share * 100:g} %%" for device, share in stopping.TARGETS.items())
+    group.addoption("--ci-target", default=None, metavar="PCT",
+                    help="time each case until its median's 95 %% interval is within +-PCT %% of it (after "
+                         "--benchmark-min-rounds rounds), or until --benchmark-max-time seconds (then it is flagged "
+                         f"'not converged'); 0 times every case to the cap. Default: by device ({targets})")
+    group.addoption("--budget", default=None, metavar="DURATION",
+                    help="the whole sweep's time, e.g. 300, 5m or 1h: each case gets what is left over the cases "
+                         "left, cases cut short are flagged 'not converged', and once it is spent the cases left "
+                         "are recorded as not run")
     group.addoption("--run-id", default=None,
                     help="name of this run's folder under the reports dir. Default: timestamp-host")
     group.addoption("--reports-dir", default=None,

@@ -64,6 +64,40 @@ class Precision:
         return _probe(self.name, device.type)
 
 
+# The CPU flags that give a dtype native arithmetic (AVX512-BF16 or AMX-BF16; AVX512-FP16 or AMX-FP16); without
+# them torch converts to fp32 and back around every kernel (F16C converts, it does not compute).
+NATIVE_CPU_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            line = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def emulated(dtype: torch.dtype, device: torch.device, flags: frozenset[str] | None = None) -> str | None:
+    """Why arithmetic in `dtype` is emulated on this device (converted to fp32 and back), or None when it is
+    native: on a CPU, from its flags (`flags`, else cpu_flags()); on a GPU, from torch's bf16 check."""
+    if dtype == torch.float32:
+        return None
+    if device.type == "cuda":
+        try:
+            native = dtype != torch.bfloat16 or torch.cuda.is_bf16_supported(including_emulation=False)
+        except RuntimeError:  # no driver to ask: nothing is known to be emulated
+            return None
+        return None if native else f"bf16 is emulated on {torch.cuda.get_device_name(device)} (no bf16 tensor cores)"
+    needed = NATIVE_CPU_FLAGS.get(dtype, ())
+    have = cpu_flags() if flags is None else flags
+    if needed and not have.intersection(needed):
+        return f"{dtype_name(dtype)} is emulated on this CPU (no {' or '.join(needed)})"
+    return None
+
+
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (

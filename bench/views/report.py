@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results.peaks import peak_tflops
-from bench.results.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, device_figures, rates, timing_stats
+from bench.results.peaks import peak_kernel, peak_tflops
+from bench.results.row import DEFAULT_AXES, DEVICE_BOUND_SHARE, ENVIRONMENT, NOISY_IQR, STOLEN_PCT, derived
 from bench.results.rundir import (
     REPORTS_DIR,
     RunDir,
@@ -30,27 +30,32 @@ from bench.views.htmlpage import page, table_html
 from bench.views.plotting import plt, save
 from bench.views.tracepage import write_trace_pages
 
-NOISY_IQR = 0.10  # as torch.utils.benchmark warns: IQR above 10 % of the median
-STOLEN_PCT = 5.0  # CPU time the hypervisor gave other guests while a case was timed, in % of all CPUs' time
+
+def _cell(row: pd.Series, column: str):
+    """A results.csv cell, None where empty or absent (runs from before the column)."""
+    value = row.get(column)
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration: dict,
               device_rounds: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Spread, rates and device figures of every ok case from its raw rounds and device rounds (keyed by
-    case id), as a Row derives them."""
+    """Spread, interval, rates, device figures and flags of every ok case from its raw rounds and device
+    rounds (keyed by case id), as a Row derives them."""
     frame = results.copy()
+    for column in ("flags", "converged"):  # text and booleans, which an all-empty CSV column reads as floats
+        frame[column] = frame[column].astype(object) if column in frame else pd.Series(dtype=object)
     device_rounds = device_rounds or {}
     for i, row in frame.iterrows():
         data = rounds.get(row["case_id"])
         if row["status"] != "ok" or data is None:
             continue
-        stats = timing_stats(data)
-        peak = peak_tflops(row["precision"], calibration)
-        device = device_rounds.get(row["case_id"])
-        device_s = float(np.median(device)) if device is not None else None
-        figures = {**stats, **rates(stats["median_s"], row["batch"], row.get("batch_tokens"), row.get("flops"), peak),
-                   **device_figures(stats["median_s"], device_s, row.get("flops"), peak, row.get("device"))}
+        figures = derived(data, device_rounds.get(row["case_id"]), row["batch"], _cell(row, "batch_tokens"),
+                          _cell(row, "flops"), peak_tflops(row["precision"], calibration), row.get("device"),
+                          _cell(row, "ci_target"), _cell(row, "emulated"), _cell(row, "throttle"),
+                          _cell(row, "cpu_steal_pct"))
         for column, value in figures.items():
+            if column not in frame:
+                frame[column] = np.nan
             frame.loc[i, column] = np.nan if value is None else value
     frame["median_ms"] = frame["median_s"] * 1e3
     frame["noisy"] = frame["iqr_s"] > NOISY_IQR * frame["median_s"]
@@ -75,14 +80,18 @@ def _label(frame: pd.DataFrame) -> pd.Series:
 
 
 def throughput_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per model: samples/s by (phase, precision [attention]) row and batch size column."""
+    """Per model: samples/s by (phase, precision [attention]) row and batch size column, each beside its
+    95 % interval's half-width (% of the median)."""
     models = ok[ok["kind"] == "model"]
     tables = {}
     for model, rows in models.groupby("model", sort=False):
-        rows = rows.assign(config=_label(rows))
-        table = rows.pivot_table(index=["phase", "config"], columns="batch", values="samples_per_s", sort=False)
-        table.columns = [f"b{b} samples/s" for b in table.columns]
-        tables[model] = table
+        rows = rows.assign(config=_label(rows), ci_pct=rows.get("ci_halfwidth", np.nan) * 100)
+        table = rows.pivot_table(index=["phase", "config"], columns="batch", values=["samples_per_s", "ci_pct"],
+                                 sort=False, dropna=False)
+        batches = list(dict.fromkeys(rows["batch"]))
+        table = table[[(value, b) for b in batches for value in ("samples_per_s", "ci_pct")]]
+        table.columns = [f"b{b} samples/s" if value == "samples_per_s" else f"b{b} +-%" for value, b in table.columns]
+        tables[model] = table.dropna(how="all")
     return tables
 
 
@@ -271,13 +280,101 @@ def _saved(fig: plt.Figure | None, path: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class Section:
-    """A report section: a heading, a table (may be empty), a plot (may be None) and links (text, path
-    relative to the run folder)."""
+    """A report section: a heading, lines of text, a table (may be empty), a plot (may be None) and links
+    (text, path relative to the run folder)."""
 
     title: str
     table: pd.DataFrame
     plot: Path | None = None
     links: tuple[tuple[str, str], ...] = ()
+    text: tuple[str, ...] = ()
+
+
+# What each flag means, for the headline (bench/results/row.py's flags() sets them).
+FLAG_MEANINGS = {
+    "emulated": "the precision has no native arithmetic here: its figures time an emulation",
+    "not converged": "timed to its cap before its median's interval was within the target",
+    "noisy": f"IQR above {NOISY_IQR:.0%} of the median",
+    "host-bound": f"the GPU busy under {DEVICE_BOUND_SHARE:.0%} of a step: its time is the host's",
+    "throttled": "the GPU's clocks were held down while timed",
+    "CPU stolen": f"the hypervisor took over {STOLEN_PCT:g} % of the CPUs' time while timed",
+    "above peak": "faster than its calibrated ceiling: the calibration read low (python -m bench calibrate)",
+}
+
+
+def _per_sample(rows: pd.DataFrame, column: str) -> pd.Series:
+    return rows[column] / rows["batch"]
+
+
+def fastest_configs(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per model and phase: the fastest configuration (precision, attention, mode, batch) by samples/s and
+    the slowest, each with its 95 % interval, and the speed-up between them with the interval their
+    intervals' ends give."""
+    models = ok[(ok["kind"] == "model") & ok["samples_per_s"].notna()]
+    out = []
+    for (model, phase), rows in models.groupby(["model", "phase"], sort=False):
+        rows = rows.assign(config=_label(rows) + " b" + rows["batch"].astype(str))
+        fast, slow = rows.loc[rows["samples_per_s"].idxmax()], rows.loc[rows["samples_per_s"].idxmin()]
+        t_fast, t_slow = (_per_sample(rows.loc[[r.name]], "median_s").iloc[0] for r in (fast, slow))
+        low = slow["ci_low_s"] / slow["batch"] / (fast["ci_high_s"] / fast["batch"])
+        high = slow["ci_high_s"] / slow["batch"] / (fast["ci_low_s"] / fast["batch"])
+        out.append({"model": model, "phase": phase, "fastest": fast["config"], "samples/s": fast["samples_per_s"],
+                    "+-%": fast["ci_halfwidth"] * 100, "slowest": slow["config"],
+                    "slowest samples/s": slow["samples_per_s"], "slowest +-%": slow["ci_halfwidth"] * 100,
+                    "speed-up": t_slow / t_fast, "speed-up low": low, "speed-up high": high})
+    return pd.DataFrame(out)
+
+
+def _median_speedup(table: pd.DataFrame, by: list[str], column: str) -> list[str]:
+    """'name: 1.8x (median of 12 matched cases, 0.9-2.4x)' per group of a speed-up table."""
+    if table.empty:
+        return []
+    lines = []
+    for name, rows in table.dropna(subset=[column]).groupby(by, sort=False):
+        name = " ".join(str(part) for part in (name if isinstance(name, tuple) else (name,)))
+        values = rows[column]
+        lines.append(f"{name}: {values.median():.3g}x (median of {len(values)} matched cases, "
+                     f"{values.min():.3g}-{values.max():.3g}x)")
+    return lines
+
+
+def headline_sections(frame: pd.DataFrame, ok: pd.DataFrame, calibration: dict) -> list[Section]:
+    """What the run found, before any table: the cases and how precise they are, what precisions and
+    attention implementations bought, what to be wary of, and the fastest configuration per model."""
+    counts = frame["status"].value_counts()
+    converged = ok["converged"].dropna() if "converged" in ok else pd.Series(dtype=object)
+    lines = [f"{len(frame)} cases on {frame['device_name'].iloc[0]}: "
+             + ", ".join(f"{n} {status}" for status, n in counts.items()) + "."]
+    if len(converged):
+        target = ok["ci_target"].dropna()
+        within = f" (median within +-{target.iloc[0]:.1%} at 95 %)" if len(target) else ""
+        lines.append(f"{int(converged.astype(bool).sum())} of {len(converged)} timed cases converged{within}; "
+                     f"median interval +-{ok['ci_halfwidth'].median():.1%} of the median.")
+    amp = amp_speedups(ok)
+    lines += [f"AMP {line}" for line in _median_speedup(amp, ["precision"], "speedup_vs_fp32")]
+    attn = attention_speedups(ok)
+    attn = attn[attn["attention"] != "naive"] if not attn.empty else attn
+    lines += [f"Attention {line} over naive" for line in _median_speedup(attn, ["kind", "attention"],
+                                                                         "speedup_vs_naive")]
+    flagged = ok["flags"].fillna("").str.split("; ").explode() if "flags" in ok else pd.Series(dtype=object)
+    for flag, n in flagged[flagged != ""].value_counts().items():
+        lines.append(f"Flag '{flag}': {n} cases - {FLAG_MEANINGS.get(flag, flag)}.")
+    peaks = calibration.get("matmul_tflops", {})
+    lines.append("Calibrated matmul peaks (TFLOP/s): " + (", ".join(
+        f"{name} {value:.3g}" + (f" ({kernel})" if (kernel := peak_kernel(name, calibration)) else "")
+        for name, value in peaks.items()) or "none") + ".")
+    fastest = fastest_configs(ok)
+    return [Section("What this run found", pd.DataFrame(), text=tuple(lines)),
+            *([Section("Fastest configuration per model and phase (speed-up over the slowest, 95 % interval)",
+                       fastest)] if not fastest.empty else [])]
+
+
+def flagged_sections(ok: pd.DataFrame) -> list[Section]:
+    """Every ok case with a flag, and which."""
+    if "flags" not in ok:
+        return []
+    rows = ok[ok["flags"].fillna("") != ""]
+    return [Section("Flagged cases", rows[["case_id", "median_ms", "ci_halfwidth", "rounds", "flags"]])]
 
 
 def throughput_sections(ok: pd.DataFrame, plots: Path) -> list[Section]:
@@ -377,7 +474,10 @@ def render(title: str, intro: str, sections: list[Section]) -> tuple[str, str]:
     for section in sections:
         markdown += [f"## {section.title}", ""]
         body.append(f"<h2>{html.escape(section.title)}</h2>")
-        if not section.table.empty or (section.plot is None and not section.links):
+        if section.text:
+            markdown += [*(f"- {line}" for line in section.text), ""]
+            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in section.text) + "</ul>")
+        if not section.table.empty or (section.plot is None and not section.links and not section.text):
             markdown += [_markdown(section.table), ""]
             body.append(table_html(section.table))
         if section.links:
@@ -404,15 +504,14 @@ def write_report(run: str | Path, reports_dir: Path = REPORTS_DIR) -> Path:
     ok = frame[frame["status"] == "ok"]
     one_process = ok[ok["world_size"].isna()]  # scale's rows have a section of their own
     run_dir.plots_dir.mkdir(exist_ok=True)
-    sections = [*throughput_sections(one_process, run_dir.plots_dir), *memory_sections(one_process, run_dir.plots_dir),
-                *device_sections(one_process), *speedup_sections(one_process, run_dir.plots_dir),
-                *scaling_sections(ok, run_dir.plots_dir),
-                *profile_sections(run_dir, run_dir.plots_dir), *instruction_sections(ok), *health_sections(frame, ok)]
+    plots = run_dir.plots_dir
+    sections = [*headline_sections(frame, one_process, calibration), *throughput_sections(one_process, plots),
+                *memory_sections(one_process, plots), *device_sections(one_process),
+                *speedup_sections(one_process, plots), *scaling_sections(ok, plots), *profile_sections(run_dir, plots),
+                *instruction_sections(ok), *flagged_sections(ok), *health_sections(frame, ok)]
     log_scalars(ok, run_dir.tb_dir)
-    peaks = calibration.get("matmul_tflops", {})
-    intro = (f"Run {run_dir.run_id}: {len(frame)} cases, {len(ok)} ok, on {results['device_name'].iloc[0]}. "
-             f"Timings recomputed from {sum(d.size for d in rounds.values())} raw rounds. Calibrated matmul "
-             "peaks (TFLOP/s): " + (", ".join(f"{k} {v:.3g}" for k, v in peaks.items()) or "none") + ".")
+    intro = (f"Run {run_dir.run_id} on {results['device_name'].iloc[0]}: every figure recomputed from its "
+             f"{sum(d.size for d in rounds.values())} raw rounds; intervals are of the median, at 95 %.")
     markdown, page = render(f"archbench report: {run_dir.run_id}", intro, sections)
     atomic_write(run_dir.summary_md, markdown)
     atomic_write(run_dir.report_html, page)
