@@ -175,7 +175,7 @@ def test_an_emulated_precision_is_judged_against_the_fp32_units_it_runs_on(monke
     best, kernel, tried = calibrate.ceilings(CPU)
     assert best["fp32"] == pytest.approx(0.165) and kernel["fp32"] == "mm n=1024 again"  # the tf32 switch's try
     assert best["bf16"] == best["fp16"] == best["fp32"]
-    assert kernel["bf16"] == "fp32 mm n=1024 again (bf16 is emulated here: it runs on the fp32 units)"
+    assert kernel["bf16"] == "fp32 mm n=1024 again: bf16 is emulated here, so it runs on the fp32 units"
     assert tried["bf16"] == {"mm n=256": pytest.approx(0.0013 / 4), "bmm n=256": pytest.approx(0.0013 * 0.9 / 4)}
     assert {n for dtype, n in sizes if dtype == torch.bfloat16} == {256}
 

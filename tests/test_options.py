@@ -321,8 +321,8 @@ def test_a_default_sweep_times_an_emulated_precision_forward_at_the_smallest_bat
     assert {case.id for case in left_out} == {"cnn-fwdbwd-amp_bf16-b8", "cnn-fwd-amp_bf16-b32",
                                                "cnn-fwdbwd-amp_bf16-b32"}
     assert left_out[0].unavailable(torch.device("cpu")) == (
-        "bf16 is emulated on this CPU (no avx512_bf16 or amx_bf16): the default sweep times amp_bf16 forward at the "
-        "smallest batch only; --precisions amp_bf16 times every case")
+        "bf16 is emulated on this CPU, which has neither avx512_bf16 nor amx_bf16: the default sweep times amp_bf16 "
+        "forward at the smallest batch only; --precisions amp_bf16 times every case")
     micro = {case.precision for case in swept.attention_cases if not case.left_out}
     assert micro == {"bf16"} and len(swept.attention_cases) == 256  # fp16's cases recorded, not timed
 

@@ -80,7 +80,7 @@ def test_emulation_is_read_from_the_cpu_flags(flags, dtype, emulated):
     reason = precision.emulated(dtype, torch.device("cpu"), flags)
     assert (reason is not None) == emulated
     if emulated:
-        assert reason.startswith(f"{precision.dtype_name(dtype)} is emulated on this CPU (no ")
+        assert reason.startswith(f"{precision.dtype_name(dtype)} is emulated on this CPU, which has neither ")
 
 
 def test_a_gpu_without_bf16_tensor_cores_emulates_it(monkeypatch):

@@ -470,9 +470,9 @@ def test_the_report_opens_with_what_the_run_found(run_dir):
                             "## Fastest configuration per model and phase (speed-up over the slowest, 95 % interval)"]
     found = markdown.split("## What this run found\n\n", 1)[1].split("\n\n", 1)[0]
     assert found.startswith("- 9 cases on Test CPU: 7 ok, 1 skipped, 1 oom.")
-    assert "- AMP amp_bf16: 2x (median of 1 matched cases, 2-2x)" in found  # 12 ms in fp32, 6 ms in bf16
-    assert "- Attention model sdpa: 2x (median of 1 matched cases, 2-2x) over naive" in found
-    assert "- Attention attention sdpa: 4x (median of 1 matched cases, 4-4x) over naive" in found
+    assert "- amp_bf16 against fp32: 2x (median of 1 matched cases, 2-2x)\n" in found  # 12 ms in fp32, 6 in bf16
+    assert "- sdpa in the models against naive: 2x (median of 1 matched cases, 2-2x)" in found
+    assert "- sdpa in the micro-benchmark against naive: 4x (median of 1 matched cases, 4-4x)" in found
     assert "- Flag 'above peak': 1 cases" in found and "Calibrated matmul peaks (TFLOP/s)" in found
     fastest = {tuple(cells(r)[:2]): cells(r)[2:] for r in table_after(markdown, headings[1][3:])}
     cnn = fastest[("cnn", "fwd")]

@@ -69,7 +69,7 @@ def ceilings(device: torch.device) -> tuple[dict[str, float], dict[str, str], di
         why = emulated(dtype, device)
         if why and best["fp32"] > best[name]:
             best[name] = best["fp32"]
-            kernel[name] = f"fp32 {kernel['fp32']} ({why}: it runs on the fp32 units)"
+            kernel[name] = f"fp32 {kernel['fp32']}: {why}, so it runs on the fp32 units"
     return best, kernel, tried
 
 

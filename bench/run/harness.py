@@ -477,8 +477,9 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     with cudnn_benchmark(on_gpu):
         counters = compile_counters if work.compiled else dict  # dynamo loads for compiled cases only
         before = counters()
-        warmup_steps_s, warmup_s = _warm_up(warmup_round, settings)
-        first_call_s, after_first = warmup_steps_s[0], counters()  # a compiled model compiled in the first call
+        after_first: list[dict] = []  # a compiled model compiles in the first call: its counters then
+        warmup_steps_s, warmup_s = _warm_up(warmup_round, settings, lambda: after_first.append(counters()))
+        first_call_s, after_first = warmup_steps_s[0], after_first[0]
         if slowdown:
             work = dataclasses.replace(work, step=slowed(work, slowdown, device))
         warmup_peak = memory.peak_bytes()
@@ -525,13 +526,17 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
                     warmup_s=warmup_s)
 
 
-def _warm_up(warmup_round: Callable[[], float], settings: Settings) -> tuple[list[float], float]:
+def _warm_up(warmup_round: Callable[[], float], settings: Settings,
+             after_first: Callable[[], object]) -> tuple[list[float], float]:
     """Warm-up steps until the step is warm (stopping.warm: two successive steps agree) after
     settings.warmup_rounds of them and settings.warmup_s seconds, or until it has taken the case's timing cap
-    (two steps at least) or MAX_WARMUP_STEPS: each step's seconds, and the whole warm-up's."""
+    (two steps at least) or MAX_WARMUP_STEPS: each step's seconds, and the whole warm-up's. `after_first` is
+    called once, after the first step."""
     start, steps_s = time.perf_counter(), []
     while True:
         steps_s.append(warmup_round())
+        if len(steps_s) == 1:
+            after_first()
         elapsed = time.perf_counter() - start
         if len(steps_s) < settings.warmup_rounds or elapsed < settings.warmup_s:
             continue

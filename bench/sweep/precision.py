@@ -94,7 +94,7 @@ def emulated(dtype: torch.dtype, device: torch.device, flags: frozenset[str] | N
     needed = NATIVE_CPU_FLAGS.get(dtype, ())
     have = cpu_flags() if flags is None else flags
     if needed and not have.intersection(needed):
-        return f"{dtype_name(dtype)} is emulated on this CPU (no {' or '.join(needed)})"
+        return f"{dtype_name(dtype)} is emulated on this CPU, which has neither {' nor '.join(needed)}"
     return None
 
 
