@@ -105,3 +105,11 @@ def test_autocast_does_the_work_fp32_counts(model, phase):
     counts = {name: count_flops(make_step(phase, net, batch, spec, PRECISIONS[name], CPU), net, analytic,
                                 backward=phase != "fwd") for name in ("fp32", "amp_bf16")}
     assert counts["fp32"] == counts["amp_bf16"] > 0
+
+
+def test_a_cache_that_cannot_be_written_costs_a_count_not_the_case(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache's folder should be
+    cache = FlopCache(blocked / "flops")
+    cache.put(flopcache.key(Case("cnn", "fwd", "fp32", 2)), 5)
+    assert cache.get(flopcache.key(Case("cnn", "fwd", "fp32", 2))) is None

@@ -321,8 +321,8 @@ def test_a_default_sweep_times_an_emulated_precision_forward_at_the_smallest_bat
     assert {case.id for case in left_out} == {"cnn-fwdbwd-amp_bf16-b8", "cnn-fwd-amp_bf16-b32",
                                                "cnn-fwdbwd-amp_bf16-b32"}
     assert left_out[0].unavailable(torch.device("cpu")) == (
-        "bf16 is emulated on this CPU, which has neither avx512_bf16 nor amx_bf16: the default sweep times amp_bf16 "
-        "forward at the smallest batch only; --precisions amp_bf16 times every case")
+        "bf16 is emulated on this CPU: none of avx512_bf16/amx_bf16/bf16 among its flags: the default sweep times "
+        "amp_bf16 forward at the smallest batch only; --precisions amp_bf16 times every case")
     micro = {case.precision for case in swept.attention_cases if not case.left_out}
     assert micro == {"bf16"} and len(swept.attention_cases) == 256  # fp16's cases recorded, not timed
 
@@ -334,3 +334,9 @@ def test_a_native_or_named_precision_is_timed_in_full(monkeypatch, flags, values
     swept = options(models="cnn", device="cpu", **values)
     assert not any(case.left_out for case in (*swept.cases, *swept.attention_cases))
     assert len(swept.cases) == 8
+
+
+def test_a_budget_is_refused_under_ab(monkeypatch):
+    monkeypatch.setenv("ARCHBENCH_TURNS", "3,4")
+    with pytest.raises(OptionError, match=r"^--budget: not under ab, whose two sides must time the same cases"):
+        options(budget="5m")

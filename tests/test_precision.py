@@ -80,15 +80,25 @@ def test_emulation_is_read_from_the_cpu_flags(flags, dtype, emulated):
     reason = precision.emulated(dtype, torch.device("cpu"), flags)
     assert (reason is not None) == emulated
     if emulated:
-        assert reason.startswith(f"{precision.dtype_name(dtype)} is emulated on this CPU, which has neither ")
+        assert reason.startswith(f"{precision.dtype_name(dtype)} is emulated on this CPU: none of ")
 
 
 def test_a_gpu_without_bf16_tensor_cores_emulates_it(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    capability = {"cuda:0": (7, 0), "cuda:1": (9, 0)}  # a V100 beside an H100: each device is asked for itself
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[str(device)])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
-    cuda = torch.device("cuda")
-    assert precision.emulated(torch.bfloat16, cuda) == "bf16 is emulated on Tesla V100 (no bf16 tensor cores)"
-    assert precision.emulated(torch.float16, cuda) is None
+    v100, h100 = torch.device("cuda:0"), torch.device("cuda:1")
+    assert precision.emulated(torch.bfloat16, v100) == "bf16 is emulated on Tesla V100 (no bf16 tensor cores)"
+    assert precision.emulated(torch.float16, v100) is None and precision.emulated(torch.bfloat16, h100) is None
+
+
+@pytest.mark.parametrize(("flags", "emulated"), [
+    (frozenset(), False),  # no flags read (not Linux, an odd cpuinfo): unknown, so nothing is trimmed
+    (frozenset({"fp", "asimd", "asimdhp", "bf16", "sve"}), False),  # Arm (Graviton 3): both native
+    (frozenset({"fp", "asimd"}), True),  # an older Arm core
+])
+def test_an_unknown_or_arm_cpu_is_not_taken_for_one_that_emulates(flags, emulated):
+    assert (precision.emulated(torch.bfloat16, torch.device("cpu"), flags) is not None) == emulated
 
 
 def test_the_cpu_flags_are_read_from_cpuinfo():

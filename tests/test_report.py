@@ -467,7 +467,8 @@ def test_the_report_opens_with_what_the_run_found(run_dir):
     markdown = (run_dir / "summary.md").read_text()
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## What this run found",
-                            "## Fastest configuration per model and phase (speed-up over the slowest, 95 % interval)"]
+                            "## Fastest configuration per model and phase (95 % intervals; the speed-up over the "
+                            "slowest bounded by their ends)"]
     found = markdown.split("## What this run found\n\n", 1)[1].split("\n\n", 1)[0]
     assert found.startswith("- 9 cases on Test CPU: 7 ok, 1 skipped, 1 oom.")
     assert "- amp_bf16 against fp32: 2x (median of 1 matched cases, 2-2x)\n" in found  # 12 ms in fp32, 6 in bf16

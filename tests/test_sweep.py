@@ -108,4 +108,4 @@ def test_a_sweep_killed_part_way_still_reports_and_gates_on_the_cases_it_finishe
         assert done.returncode == 0, done.stderr
     assert f"0 slower, 0 faster, {len(finished)} unchanged, 0 inconclusive of {len(finished)} cases" in done.stdout
     summary = (tmp_path / "killed" / "summary.md").read_text()
-    assert f"{len(finished)} cases, {len(finished)} ok" in summary
+    assert f"- {len(finished)} cases on " in summary and f": {len(finished)} ok." in summary

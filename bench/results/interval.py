@@ -33,9 +33,9 @@ def _log_binomial_pmf(n: int, k: int) -> float:
 
 
 def rank_bounds(n: int, confidence: float = CONFIDENCE) -> tuple[int, float]:
-    """The smallest 1-based rank j whose order statistics [x_(j), x_(n+1-j)] cover the median with at least
-    `confidence`, and their coverage 1 - 2 P(B <= j - 1), B ~ Binomial(n, 1/2); j = 1 (the range) with its
-    lower coverage when n is too small for `confidence`."""
+    """The largest 1-based rank j (the narrowest interval) whose order statistics [x_(j), x_(n+1-j)] still
+    cover the median with at least `confidence`, and their coverage 1 - 2 P(B <= j - 1), B ~ Binomial(n, 1/2);
+    j = 1 (the range) with its lower coverage when n is too small for `confidence`."""
     tail_allowed = (1 - confidence) / 2
     tail, j = 0.0, 0  # tail = P(B <= j - 1)
     while j < n // 2:

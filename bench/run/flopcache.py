@@ -4,6 +4,7 @@ count costs a step under FlopCounterMode, seconds for the big models on a CPU; t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -31,8 +32,8 @@ def code_version() -> str:
 
 
 def key(case) -> dict:
-    """The fields a model case's FLOPs depend on (not its precision, mode or memory format: the count is
-    of the fp32 eager model, the same work)."""
+    """The fields a model case's FLOPs depend on (not its precision, mode or memory format: they do the same
+    work)."""
     return {"model": case.model, "size": case.size, "batch": case.batch, "phase": case.phase,
             "attention": case.attention, "code": code_version()}
 
@@ -54,4 +55,6 @@ class FlopCache:
             return None  # missing or damaged: counted again
 
     def put(self, fields: dict, flops: int) -> None:
-        atomic_write(self.path(fields), json.dumps({**fields, "flops": flops}, indent=1))
+        """Keep a count; a cache that cannot be written (read-only, full) costs a count next time, no more."""
+        with contextlib.suppress(OSError):
+            atomic_write(self.path(fields), json.dumps({**fields, "flops": flops}, indent=1))

@@ -243,13 +243,25 @@ class Builds:
     def __init__(self) -> None:
         self.last: Built | None = None
 
+    @staticmethod
+    def key(case: Case | AttentionCase, device: torch.device) -> tuple | None:
+        """What a shared build is for; None for a case that builds its own (compiled, or no model)."""
+        if not isinstance(case, Case) or MODES[case.mode].compiled:
+            return None
+        return case.model, case.size, case.batch, case.attention, case.memory_format, str(device)
+
+    def prepare(self, case: Case | AttentionCase, device: torch.device) -> None:
+        """Before a case's memory is measured: the last build goes unless this case will use it, so no case's
+        peak holds another's model."""
+        if self.last is not None and self.last.key != self.key(case, device):
+            self.last = None
+
     def get(self, case: Case, device: torch.device, build: Callable[[], tuple[nn.Module, Batch]]) -> Built:
-        key = (case.model, case.size, case.batch, case.attention, case.memory_format, str(device))
-        if self.last is None or self.last.key != key:
-            self.last = None  # the old model goes before the new one is built
-            gc.collect()
+        """The shared build for this case, built now (after prepare(), with nothing else held) if missing."""
+        self.prepare(case, device)
+        if self.last is None:
             baseline = PeakMemory.resident_bytes() if device.type == "cpu" else None
-            self.last = Built(key, *build(), baseline)
+            self.last = Built(self.key(case, device), *build(), baseline)
         return self.last
 
     def release(self, failed: bool = False) -> None:
@@ -264,8 +276,9 @@ class Builds:
 def model_workload(case: Case, device: torch.device, builds: Builds | None = None,
                    flop_cache: FlopCache | None = None) -> Workload:
     """A model from the registry with a synthetic batch, in the case's memory format, run in its phase,
-    precision and mode; eager models come from `builds` when given. FLOPs are the fp32 eager model's
-    (a compiled or autocast case does the same work), from `flop_cache` when it has them."""
+    precision and mode; eager models come from `builds` when given. FLOPs are the eager model's, the same
+    for every precision and mode (tests/test_flopcache.py checks autocast against fp32), from `flop_cache`
+    when it has them."""
     spec = MODELS[case.model]
     layout = MEMORY_FORMATS[case.memory_format]
 
@@ -277,14 +290,15 @@ def model_workload(case: Case, device: torch.device, builds: Builds | None = Non
                                                               else x for x in batch.inputs))
 
     mode, precision = MODES[case.mode], PRECISIONS[case.precision]
-    shared = builds.get(case, device, build) if builds is not None and not mode.compiled else None
+    shared = builds.get(case, device, build) if builds is not None and Builds.key(case, device) else None
     model, batch = (shared.model, shared.batch) if shared else build()
     if mode.compiled:
         torch._dynamo.reset()  # each case compiles afresh: its compile time and recompiles are its own
     step = make_step(case.phase, mode.apply(model), batch, spec, precision, device)
 
-    def count() -> int:
-        eager = make_step(case.phase, model, batch, spec, PRECISIONS["fp32"], device)
+    def count() -> int:  # in fp32 where the case's precision is emulated (seconds a step), else in its own
+        counted = PRECISIONS["fp32"] if emulated(precision.compute_dtype, device) else precision
+        eager = make_step(case.phase, model, batch, spec, counted, device)
         analytic = spec.analytic_flops(model, batch) if spec.analytic_flops else None
         return count_flops(eager, model, analytic, backward=case.phase != "fwd")
 
@@ -379,7 +393,10 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings, builds: 
     dtype = PRECISIONS[case.precision].compute_dtype if isinstance(case, Case) else case.torch_dtype
     row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32,
                   cudnn_benchmark=device.type == "cuda",  # measure() searches on GPUs only
-                  emulated=emulated(dtype, device) is not None, ci_target=settings.target or None)
+                  emulated=emulated(dtype, device) is not None,
+                  ci_target=settings.target if settings.target and not turns.active() else None)
+    if builds is not None:
+        builds.prepare(case, device)
     reason = case.unavailable(device)
     if reason is not None:
         return row.but(status="skipped", reason=reason)

@@ -49,10 +49,14 @@ class StopRule:
         interval = median_interval(rounds_s, self.confidence)
         return interval.coverage >= self.confidence and interval.relative_halfwidth <= self.target
 
+    def capped(self, rounds: int, elapsed_s: float) -> bool:
+        """Whether the rounds reached the cap (the minimum rounds done)."""
+        return rounds >= self.max_rounds or (rounds >= self.min_rounds and elapsed_s >= self.max_time_s)
+
     def done(self, rounds_s: Sequence[float], elapsed_s: float) -> bool:
         """Whether to stop after these rounds, `elapsed_s` seconds into the timing."""
         n = len(rounds_s)
-        if n >= self.max_rounds or (n >= self.min_rounds and elapsed_s >= self.max_time_s):
+        if self.capped(n, elapsed_s):
             return True
         return n >= self.min_rounds and elapsed_s >= self.min_time_s and self.converged(rounds_s)
 
@@ -71,10 +75,9 @@ class Stopper:
 
     def done(self, rounds_s: Sequence[float], elapsed_s: float) -> bool:
         n = len(rounds_s)
-        rule = self.rule
-        if n >= rule.max_rounds or (n >= rule.min_rounds and elapsed_s >= rule.max_time_s):
+        if self.rule.capped(n, elapsed_s):
             return True
         if n < self.next_check:
             return False
         self.next_check = max(n + 1, math.ceil(n * self.GROWTH))
-        return rule.done(rounds_s, elapsed_s)
+        return self.rule.done(rounds_s, elapsed_s)

@@ -58,17 +58,15 @@ class Case:
         return "-".join(part for part in parts if part) + slowed_suffix(self.slowdown)
 
     def unavailable(self, device: torch.device) -> str | None:
-        """Why this device cannot run the case (mode, precision, then attention) or the sweep leaves it out,
-        or None."""
-        if self.left_out:
-            return self.left_out
+        """Why this device cannot run the case (mode, precision, then attention) or else the sweep leaves it
+        out, or None."""
         precision = PRECISIONS[self.precision]
         reason = MODES[self.mode].unavailable(device) or precision.unavailable(device)
         if reason is None and self.attention is not None:
             spec = MODELS[self.model]
             reason = ATTENTION[self.attention].unavailable(device, precision.compute_dtype, spec.head_dim,
                                                            causal=spec.causal)
-        return reason
+        return reason or self.left_out or None
 
 
 def sweep(models: list[str], phases: list[str], precisions: list[str], batch_sizes: list[int] | None,
@@ -144,9 +142,8 @@ class AttentionCase:
         return DTYPES[self.precision]
 
     def unavailable(self, device: torch.device) -> str | None:
-        if self.left_out:
-            return self.left_out
-        return ATTENTION[self.attention].unavailable(device, self.torch_dtype, self.head_dim, causal=self.causal)
+        reason = ATTENTION[self.attention].unavailable(device, self.torch_dtype, self.head_dim, causal=self.causal)
+        return reason or self.left_out or None
 
 
 def trim_emulated_attention(cases: list[AttentionCase], device: torch.device) -> list[AttentionCase]:

@@ -30,6 +30,7 @@ from bench.sweep.cases import (
 from bench.sweep.models import MODELS, SIZES
 from bench.sweep.modes import MEMORY_FORMATS, MODES
 from bench.sweep.precision import PRECISIONS
+from bench.verdicts import turns
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -115,6 +116,15 @@ def parse_percent(option: str, value: str) -> float:
     if not 0 <= pct <= 100:
         raise OptionError(f"--{option}: expected a percentage from 0 to 100 such as 2 or 0.5%, got '{value}'")
     return pct / 100
+
+
+def check_budget(value: str | None) -> float | None:
+    """A budget's seconds; refused under `ab`, whose two sides must time the same cases."""
+    if not value:
+        return None
+    if turns.active():
+        raise OptionError("--budget: not under ab, whose two sides must time the same cases in the same rounds")
+    return parse_duration("budget", value)
 
 
 def check_profile_steps(steps: int) -> int:
@@ -235,7 +245,7 @@ class SweepOptions:
             profile_steps=check_profile_steps(get("profile_steps")),
             profile_stacks=bool(get("profile_stacks")),
             instructions=bool(get("instructions")),
-            budget=parse_duration("budget", get("budget")) if get("budget") else None,
+            budget=check_budget(get("budget")),
             ci_target=parse_percent("ci-target", get("ci_target")) if get("ci_target") is not None else None,
         )
 

@@ -64,17 +64,19 @@ class Precision:
         return _probe(self.name, device.type)
 
 
-# The CPU flags that give a dtype native arithmetic (AVX512-BF16 or AMX-BF16; AVX512-FP16 or AMX-FP16); without
-# them torch converts to fp32 and back around every kernel (F16C converts, it does not compute).
-NATIVE_CPU_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+# The CPU features that give a dtype native arithmetic: x86's AVX512-BF16 or AMX-BF16, AVX512-FP16 or AMX-FP16
+# (F16C converts, it does not compute); Arm's BF16 and half-precision SIMD. Without them torch converts to fp32
+# and back around every kernel.
+NATIVE_CPU_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16", "bf16"),
+                    torch.float16: ("avx512_fp16", "amx_fp16", "asimdhp")}
 
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    """The CPU's feature flags (/proc/cpuinfo's x86 `flags` or Arm `Features`; empty where there are none)."""
     try:
         with open("/proc/cpuinfo") as info:
-            line = next((line for line in info if line.startswith("flags")), "")
+            line = next((line for line in info if line.startswith(("flags", "Features"))), "")
     except OSError:
         return frozenset()
     return frozenset(line.partition(":")[2].split())
@@ -82,19 +84,20 @@ def cpu_flags() -> frozenset[str]:
 
 def emulated(dtype: torch.dtype, device: torch.device, flags: frozenset[str] | None = None) -> str | None:
     """Why arithmetic in `dtype` is emulated on this device (converted to fp32 and back), or None when it is
-    native: on a CPU, from its flags (`flags`, else cpu_flags()); on a GPU, from torch's bf16 check."""
+    native or unknown: on a CPU, from its flags (`flags`, else cpu_flags(); none read: unknown); on a GPU, from
+    its compute capability (bf16 tensor cores from sm_80)."""
     if dtype == torch.float32:
         return None
     if device.type == "cuda":
         try:
-            native = dtype != torch.bfloat16 or torch.cuda.is_bf16_supported(including_emulation=False)
-        except RuntimeError:  # no driver to ask: nothing is known to be emulated
+            native = dtype != torch.bfloat16 or torch.cuda.get_device_capability(device) >= (8, 0)
+        except (RuntimeError, AssertionError):  # no driver to ask: nothing is known to be emulated
             return None
         return None if native else f"bf16 is emulated on {torch.cuda.get_device_name(device)} (no bf16 tensor cores)"
     needed = NATIVE_CPU_FLAGS.get(dtype, ())
     have = cpu_flags() if flags is None else flags
-    if needed and not have.intersection(needed):
-        return f"{dtype_name(dtype)} is emulated on this CPU, which has neither {' nor '.join(needed)}"
+    if needed and have and not have.intersection(needed):
+        return f"{dtype_name(dtype)} is emulated on this CPU: none of {'/'.join(needed)} among its flags"
     return None
 
 

@@ -42,7 +42,8 @@ def recompute(results: pd.DataFrame, rounds: dict[str, np.ndarray], calibration:
     """Spread, interval, rates, device figures and flags of every ok case from its raw rounds and device
     rounds (keyed by case id), as a Row derives them."""
     frame = results.copy()
-    for column in ("flags", "converged"):  # text and booleans, which an all-empty CSV column reads as floats
+    for column in ("flags", "converged", "bound", "device_method"):  # text and booleans: an all-empty CSV
+        # column reads as floats, which pandas will not let hold a string
         frame[column] = frame[column].astype(object) if column in frame else pd.Series(dtype=object)
     device_rounds = device_rounds or {}
     for i, row in frame.iterrows():
@@ -304,26 +305,22 @@ FLAG_MEANINGS = {
 }
 
 
-def _per_sample(rows: pd.DataFrame, column: str) -> pd.Series:
-    return rows[column] / rows["batch"]
-
-
 def fastest_configs(ok: pd.DataFrame) -> pd.DataFrame:
     """Per model and phase: the fastest configuration (precision, attention, mode, batch) by samples/s and
-    the slowest, each with its 95 % interval, and the speed-up between them with the interval their
-    intervals' ends give."""
+    the slowest, each with its 95 % interval, and the speed-up between them, bounded by the ends of the two
+    intervals (which both cover their medians at least 90 % of the time)."""
     models = ok[(ok["kind"] == "model") & ok["samples_per_s"].notna()]
     out = []
     for (model, phase), rows in models.groupby(["model", "phase"], sort=False):
         rows = rows.assign(config=_label(rows) + " b" + rows["batch"].astype(str))
         fast, slow = rows.loc[rows["samples_per_s"].idxmax()], rows.loc[rows["samples_per_s"].idxmin()]
-        t_fast, t_slow = (_per_sample(rows.loc[[r.name]], "median_s").iloc[0] for r in (fast, slow))
-        low = slow["ci_low_s"] / slow["batch"] / (fast["ci_high_s"] / fast["batch"])
-        high = slow["ci_high_s"] / slow["batch"] / (fast["ci_low_s"] / fast["batch"])
+        per_sample = {end: (slow[end] / slow["batch"], fast[end] / fast["batch"]) for end in ("ci_low_s", "ci_high_s")}
         out.append({"model": model, "phase": phase, "fastest": fast["config"], "samples/s": fast["samples_per_s"],
                     "+-%": fast["ci_halfwidth"] * 100, "slowest": slow["config"],
                     "slowest samples/s": slow["samples_per_s"], "slowest +-%": slow["ci_halfwidth"] * 100,
-                    "speed-up": t_slow / t_fast, "speed-up low": low, "speed-up high": high})
+                    "speed-up": fast["samples_per_s"] / slow["samples_per_s"],
+                    "speed-up low": per_sample["ci_low_s"][0] / per_sample["ci_high_s"][1],
+                    "speed-up high": per_sample["ci_high_s"][0] / per_sample["ci_low_s"][1]})
     return pd.DataFrame(out)
 
 
@@ -369,7 +366,8 @@ def headline_sections(frame: pd.DataFrame, ok: pd.DataFrame, calibration: dict) 
         for name, value in peaks.items()) or "none") + ".")
     fastest = fastest_configs(ok)
     return [Section("What this run found", pd.DataFrame(), text=tuple(lines)),
-            *([Section("Fastest configuration per model and phase (speed-up over the slowest, 95 % interval)",
+            *([Section("Fastest configuration per model and phase (95 % intervals; the speed-up over the slowest "
+                       "bounded by their ends)",
                        fastest)] if not fastest.empty else [])]
 
 
