@@ -501,3 +501,20 @@ def test_throughput_tables_give_each_figure_its_interval(run_dir):
     markdown = (run_dir / "summary.md").read_text()
     header = markdown.split("## Throughput: cnn (samples/s)\n\n", 1)[1].splitlines()[0]
     assert cells(header) == ["phase", "config", "b8 samples/s", "b8 +-%", "b16 samples/s", "b16 +-%"]
+
+
+def test_the_headline_says_where_the_cases_time_went(run_dir):
+    results = pd.read_csv(run_dir / "results.csv")
+    costs = {"case_s": 2.0, "warmup_s": 0.25, "timed_s": 1.0, "build_s": 0.25, "flops_s": 0.125}
+    results.assign(**{column: np.where(results["status"] == "ok", value, np.nan)
+                      for column, value in costs.items()}).to_csv(run_dir / "results.csv", index=False)
+    write_report(str(run_dir))
+    found = (run_dir / "summary.md").read_text().split("## What this run found\n\n", 1)[1].split("\n\n", 1)[0]
+    # seven ok cases: 14 s in all, 1.75 s warming up, 7 s timed, 1.75 s building, 0.875 s counting
+    assert ("- 14 s in cases: warm-up 2 s, timed rounds 7 s, builds 2 s, FLOP counts 1 s, the rest (memory, "
+            "recording, profiling) 3 s; outside warm-up and timing 5 s, 75% of the timed time.") in found
+
+
+def test_a_run_from_before_the_cost_columns_says_nothing_of_them(run_dir):
+    write_report(str(run_dir))
+    assert "s in cases" not in (run_dir / "summary.md").read_text()

@@ -339,6 +339,20 @@ def _median_speedup(table: pd.DataFrame, by: list[str], column: str, against: st
     return lines
 
 
+def _time_spent(frame: pd.DataFrame) -> list[str]:
+    """Where the cases' time went (runs from before the case_s column have none to say)."""
+    if "case_s" not in frame or frame["case_s"].isna().all():
+        return []
+    parts = {name: frame[column].sum() for name, column in (("warm-up", "warmup_s"), ("timed rounds", "timed_s"),
+                                                           ("builds", "build_s"), ("FLOP counts", "flops_s"))}
+    total = frame["case_s"].sum()
+    outside = total - parts["warm-up"] - parts["timed rounds"]
+    share = f", {outside / parts['timed rounds']:.0%} of the timed time" if parts["timed rounds"] > 0 else ""
+    return [f"{total:.0f} s in cases: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in parts.items())
+            + f", the rest (memory, recording, profiling) {outside - parts['builds'] - parts['FLOP counts']:.0f} s; "
+            f"outside warm-up and timing {outside:.0f} s{share}."]
+
+
 def headline_sections(frame: pd.DataFrame, ok: pd.DataFrame, calibration: dict) -> list[Section]:
     """What the run found, before any table: the cases and how precise they are, what precisions and
     attention implementations bought, what to be wary of, and the fastest configuration per model."""
@@ -357,6 +371,7 @@ def headline_sections(frame: pd.DataFrame, ok: pd.DataFrame, calibration: dict) 
     attn = attention_speedups(ok)
     attn = attn[attn["attention"] != "naive"].assign(where=lambda f: f["kind"].map(WHERE)) if not attn.empty else attn
     lines += _median_speedup(attn, ["attention", "where"], "speedup_vs_naive", "naive")
+    lines += _time_spent(frame)
     flagged = ok["flags"].fillna("").str.split("; ").explode() if "flags" in ok else pd.Series(dtype=object)
     for flag, n in flagged[flagged != ""].value_counts().items():
         lines.append(f"Flag '{flag}': {n} cases - {FLAG_MEANINGS.get(flag, flag)}.")
