@@ -217,7 +217,8 @@ def test_a_budget_caps_each_case_at_its_share_and_records_the_cases_it_could_not
 
     monkeypatch.setattr(session_module, "run_case", fake_run_case)
     run = make_session(tmp_path, budget=100.0, max_time=1.0)
-    run.expect(4)
+    run.expect([Case("cnn", "fwd", "fp32", b) for b in (2, 4, 8, 16)] + [Case("encoder", "fwd", "fp32", 2, "triton")])
+    assert run.budget.cases_left == 4  # triton cannot run on a CPU: no share for it
     run.run(Case("cnn", "fwd", "fp32", 2), None)
     assert caps == [1.0]  # 40 % of a 25 s share is above the cap: the cap holds
     run.budget.seconds = 0.4  # as if the first case had taken most of the budget

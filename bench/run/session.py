@@ -8,7 +8,7 @@ import dataclasses
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -71,10 +71,11 @@ class Session:
     def run_dir(self) -> RunDir:
         return self._writer().run_dir
 
-    def expect(self, cases: int) -> None:
-        """How many cases the sweep will run: the budget shares its time out among them."""
+    def expect(self, cases: Sequence) -> None:
+        """The cases the sweep will run: a budget shares its time out among those the device can run (probed
+        only with a budget, which ab refuses: a probe runs on the device, outside ab's turns)."""
         if self.budget:
-            self.budget.cases_left = cases
+            self.budget.cases_left = sum(case.unavailable(self.settings.device) is None for case in cases)
 
     def run(self, case, benchmark) -> Row:
         """Measure a case (within its share of the budget), profile it when asked, and record its row with
