@@ -1,13 +1,10 @@
-"""The stopping rule on synthetic steps of known noise, the median's interval, warm-up's end, and the budget."""
+"""The stopping rule on synthetic steps of known noise, and warm-up's end."""
 
 import math
 
 import numpy as np
-import pytest
 
-from bench.errors import OptionError
-from bench.results.interval import median_interval, rank_bounds
-from bench.run.budget import Budget, parse_duration
+from bench.results.interval import median_interval
 from bench.run.stopping import Stopper, StopRule, warm
 
 ROUND_S = 0.01  # every synthetic round lasts about this long
@@ -67,66 +64,8 @@ def test_a_target_of_zero_times_to_the_cap():
     assert len(rounds_until_done(rule, 0.001, np.random.default_rng(5))) == 40
 
 
-def test_rank_bounds_give_the_smallest_ranks_with_the_coverage():
-    assert rank_bounds(5) == (1, 1 - 2**-4)  # too few: the range, below 95 %
-    j, coverage = rank_bounds(100)
-    assert coverage >= 0.95 and rank_bounds(100, 0.999)[0] < j  # a higher confidence widens it
-    assert j == 40  # the sign test's table: x_(40) to x_(61) for n = 100
-
-
-def test_the_interval_is_of_the_median_and_within_the_samples():
-    data = [5.0, 1.0, 3.0, 2.0, 4.0, 9.0, 7.0, 6.0, 8.0, 10.0]
-    interval = median_interval(data)
-    assert interval.median == 5.5 and (interval.low, interval.high) == (2.0, 9.0)  # ranks 2 and 9 of 10
-    assert interval.relative_halfwidth == pytest.approx(3.5 / 5.5)
-
-
 def test_warm_up_ends_when_two_steps_agree():
     assert not warm([1.0])
     assert not warm([5.0, 1.0])  # the first paid for compiling
     assert warm([5.0, 1.0, 1.05])
     assert not warm([1.0, 1.2])
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_budget_shares_out_what_is_left_and_a_sweep_within_its_shares_ends_in_time():
-    clock = Clock()
-    budget = Budget(60.0, 10, clock)
-    assert budget.share() == 6.0 and budget.timing_cap(1.0) == 1.0 and budget.timing_cap(100.0) == pytest.approx(2.4)
-    for cost in (1.0, 1.0, 1.0):  # fast cases leave their share to the rest
-        clock.now += cost
-        budget.case_done()
-    assert budget.share() == pytest.approx(57.0 / 7)
-    for _ in range(7):  # every case spends its whole share
-        clock.now += budget.share()
-        budget.case_done()
-    assert clock.now == pytest.approx(60.0) and budget.remaining == pytest.approx(0.0)
-
-
-def test_a_spent_budget_runs_nothing_more_and_says_by_how_much_it_was_over():
-    clock = Clock()
-    budget = Budget(10.0, 3, clock)
-    clock.now = 12.0  # one case ran long
-    budget.case_done()
-    assert budget.share() == 0.0 and budget.timing_cap(1.0) == 0.0
-    budget.case_done(ran=False)
-    assert budget.not_run == 1
-    assert budget.describe() == "budget 0:10: took 0:12, 0:02 over"
-
-
-@pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("45s", 45), ("5m", 300), ("1.5h", 5400), (" 2m ", 120)])
-def test_durations_parse(text, seconds):
-    assert parse_duration("budget", text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "5 minutes", "-3m", "0", "m"])
-def test_bad_durations_are_one_line_naming_the_forms(text):
-    with pytest.raises(OptionError, match=r"^--budget: expected a positive duration such as 300, 300s, 5m or 1.5h"):
-        parse_duration("budget", text)
