@@ -3,7 +3,7 @@
 import pytest
 
 from bench.errors import OptionError
-from bench.run.budget import Budget, parse_duration
+from bench.run.budget import Budget, format_duration, parse_duration
 
 
 class Clock:
@@ -39,7 +39,8 @@ def test_a_spent_budget_runs_nothing_more_and_says_by_how_much_it_was_over():
     assert budget.describe() == "budget 0:10: took 0:12, 0:02 over"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("45s", 45), ("5m", 300), ("1.5h", 5400), (" 2m ", 120)])
+@pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("45s", 45), ("5m", 300), ("1.5h", 5400), (" 2m ", 120),
+                                               ("1", 1), ("0.5m", 30)])
 def test_durations_parse(text, seconds):
     assert parse_duration("budget", text) == seconds
 
@@ -48,3 +49,23 @@ def test_durations_parse(text, seconds):
 def test_bad_durations_are_one_line_naming_the_forms(text):
     with pytest.raises(OptionError, match=r"^--budget: expected a positive duration such as 300, 300s, 5m or 1.5h"):
         parse_duration("budget", text)
+
+
+def test_one_case_gets_it_all_and_none_counts_as_one():
+    assert Budget(10.0, 1, Clock()).share() == 10.0 and Budget(10.0, 0, Clock()).share() == 10.0
+
+
+def test_cases_not_run_are_counted_and_the_clock_is_read_from_the_start():
+    clock = Clock()
+    clock.now = 100.0
+    budget = Budget(10.0, 4, clock)
+    budget.case_done(ran=False)
+    budget.case_done()
+    budget.case_done(ran=False)
+    assert budget.not_run == 2 and budget.cases_left == 1
+    clock.now = 110.0
+    assert budget.describe() == "budget 0:10: took 0:10"  # exactly spent is not over
+
+
+def test_durations_are_written_in_minutes_and_seconds():
+    assert [format_duration(s) for s in (0, 59.4, 61, 3725)] == ["0:00", "0:59", "1:01", "62:05"]

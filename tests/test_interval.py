@@ -35,3 +35,14 @@ def test_no_samples_is_an_error_and_one_is_its_own_interval():
         median_interval([])
     one = median_interval([2.0])
     assert (one.median, one.low, one.high, one.coverage) == (2.0, 2.0, 2.0, 0.0)
+
+
+def test_rank_bounds_at_the_edges():
+    assert rank_bounds(0) == (1, 0.0)  # nothing covers anything
+    assert rank_bounds(11, confidence=0.0) == (5, pytest.approx(1 - 2 * 562 / 2048))  # never past the middle
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], confidence=0.5).low == 3.0  # the confidence is used
+
+
+def test_no_samples_is_an_error_in_one_line():
+    with pytest.raises(ValueError, match=r"^no samples: a median needs at least one$"):
+        median_interval([])

@@ -69,3 +69,42 @@ def test_warm_up_ends_when_two_steps_agree():
     assert not warm([5.0, 1.0])  # the first paid for compiling
     assert warm([5.0, 1.0, 1.05])
     assert not warm([1.0, 1.2])
+
+
+def test_warm_up_compares_the_last_two_steps_within_the_tolerance():
+    assert warm([1.0, 1.0]) and warm([2.0, 2.1])  # two alike are enough; 5 % of 2 s is within 10 %
+    assert warm([5.0, 2.0, 1.0, 1.05])  # the last two, not the second
+    assert warm([1.0, 1.125], tolerance=0.125) and not warm([1.0, 1.25], tolerance=0.125)  # the bound is in
+
+
+def test_the_rule_at_its_boundaries():
+    rule = StopRule(target=0.25, min_rounds=8, max_rounds=100, min_time_s=1.0, max_time_s=10.0)
+    rounds = [0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.25]  # [min, max] of 8 covers 99.2 %: half-width exactly 25 %
+    assert rule.converged(rounds) and rule.done(rounds, 1.0)  # min rounds and min time met exactly
+    assert not rule.done(rounds[:7], 1.0) and not rule.done(rounds, 0.99)
+    assert rule.capped(8, 10.0) and not rule.capped(7, 10.0) and rule.capped(100, 0.0)
+    assert not StopRule(0.0, 1, 100, 0.0, 10.0).converged([0.01] * 8)  # no target: never converged
+    exactly = StopRule(0.5, 1, 100, 0.0, 10.0, confidence=1 - 2**-4)
+    assert exactly.converged([0.01] * 5)  # five rounds give exactly 1 - 2**-4
+    assert StopRule(0.5, 1, 100, 0.0, 10.0, confidence=0.5).converged([0.01] * 3)  # its own confidence
+    noisy = [0.01, 0.02, 0.015, 0.03, 0.012]
+    assert StopRule(0.01, 5, 5, 0.0, 10.0).done(noisy, 0.0)  # max_rounds stops a case that will not converge
+
+
+def test_the_stopper_looks_each_time_the_rounds_grow_by_half():
+    looked = []
+
+    class Rule:
+        min_rounds, max_rounds, max_time_s = 1, 1000, 100.0
+
+        def capped(self, rounds, elapsed_s):
+            return False
+
+        def done(self, rounds_s, elapsed_s):
+            looked.append(len(rounds_s))
+            return False
+
+    stopper = Stopper(Rule())
+    for n in range(1, 30):
+        stopper.done([0.01] * n, 0.0)
+    assert looked == [1, 2, 3, 5, 8, 12, 18, 27]
