@@ -86,7 +86,9 @@ def test_the_rule_at_its_boundaries():
     assert not StopRule(0.0, 1, 100, 0.0, 10.0).converged([0.01] * 8)  # no target: never converged
     exactly = StopRule(0.5, 1, 100, 0.0, 10.0, confidence=1 - 2**-4)
     assert exactly.converged([0.01] * 5)  # five rounds give exactly 1 - 2**-4
-    assert StopRule(0.5, 1, 100, 0.0, 10.0, confidence=0.5).converged([0.01] * 3)  # its own confidence
+    ranks = [float(i) for i in range(1, 11)]  # median 5.5: at 95 % [2, 9] (+-64 %), at 50 % [4, 7] (+-27 %)
+    assert StopRule(0.3, 1, 100, 0.0, 10.0, confidence=0.5).converged(ranks)  # its own confidence, not 95 %
+    assert not StopRule(0.3, 1, 100, 0.0, 10.0).converged(ranks)
     noisy = [0.01, 0.02, 0.015, 0.03, 0.012]
     assert StopRule(0.01, 5, 5, 0.0, 10.0).done(noisy, 0.0)  # max_rounds stops a case that will not converge
 
