@@ -208,6 +208,11 @@ def test_the_session_times_to_the_devices_target_unless_given_one(tmp_path):
     assert make_session(tmp_path).settings.min_time == 0.01  # the CPU's 0.1 s, within a cap of 0.01 s
 
 
+def test_under_ab_no_stopping_rule_so_both_sides_time_the_same_rounds(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHBENCH_TURNS", "3,4")
+    assert make_session(tmp_path).settings.target == 0.0 and make_session(tmp_path, ci_target=0.01).settings.target == 0
+
+
 def test_a_budget_caps_each_case_at_its_share_and_records_the_cases_it_could_not_run(tmp_path, monkeypatch):
     caps = []
 

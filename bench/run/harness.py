@@ -394,7 +394,7 @@ def run_case(case: Case | AttentionCase, benchmark, settings: Settings, builds: 
     row = row.but(tf32=case.precision in PRECISIONS and PRECISIONS[case.precision].tf32,
                   cudnn_benchmark=device.type == "cuda",  # measure() searches on GPUs only
                   emulated=emulated(dtype, device) is not None,
-                  ci_target=settings.target if settings.target and not turns.active() else None)
+                  ci_target=settings.target or None)
     if builds is not None:
         builds.prepare(case, device)
     reason = case.unavailable(device)
@@ -471,8 +471,8 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
     """Build the workload, warm it up, time it with the benchmark fixture (host time, end to end) until the
     stopping rule says enough, time its device time apart (bench/run/devicetime.py), then count its FLOPs:
     the measured fields of a Row, with the seconds each part took. Peak memory: of the timed rounds, and of
-    the build and warm-up. Under `ab`, both sides time a case in the same iterations and rounds (no stopping
-    rule) and hand the turn over between rounds (bench/verdicts/turns.py). `slowdown`: validate's trust
+    the build and warm-up. Under `ab`, both sides time a case in the same iterations and rounds (the session
+    sets no target there) and hand the turn over between rounds (bench/verdicts/turns.py). `slowdown`: validate's trust
     stage's known slowdown (`slowed`), added after warm-up."""
     device = settings.device
     on_gpu = device.type == "cuda"
@@ -502,9 +502,7 @@ def measure(build: Callable[[], Workload], benchmark, settings: Settings, case_i
         warmup_peak = memory.peak_bytes()
         memory.reset_peak()  # the timed rounds' peak leaves out warm-up's scratch (cuDNN's search, autotuning)
         iterations, rounds = turns.agree(case_id, *round_plan(warmup_steps_s, settings))
-        # the stopping rule decides how many rounds, up to the cap; ab's two sides time the same rounds instead
-        stopper = (stopping.Stopper(settings.stop_rule())
-                   if settings.target > 0 and not turns.active() else None)
+        stopper = stopping.Stopper(settings.stop_rule()) if settings.target > 0 else None  # else the planned rounds
         timed: dict = {}
         timed_start = time.perf_counter()
         with _gc_paused():

@@ -38,7 +38,8 @@ class Session:
         self.budget = Budget(options.budget, 0) if options.budget else None  # its clock starts here
         device = options.device.type
         settle = turns.SETTLE_S if turns.active() else 0.0  # the other process of an ab pair settles first
-        target = stopping.TARGETS[device] if options.ci_target is None else options.ci_target
+        # no stopping rule under ab: both sides of a pair time the same rounds
+        target = 0.0 if turns.active() else stopping.TARGETS[device] if options.ci_target is None else options.ci_target
         self.settings = Settings(device=options.device, max_time=options.max_time, min_rounds=options.min_rounds,
                                  warmup_s=max(WARMUP_S[device], settle), instructions=options.instructions,
                                  target=target, min_time=min(stopping.MIN_TIME_S[device], options.max_time))
@@ -89,8 +90,8 @@ class Session:
             return row
         settings = self.settings
         if self.budget:
-            settings = dataclasses.replace(settings, max_time=self.budget.timing_cap(settings.max_time))
-            settings = dataclasses.replace(settings, min_time=min(settings.min_time, settings.max_time))
+            cap = self.budget.timing_cap(settings.max_time)
+            settings = dataclasses.replace(settings, max_time=cap, min_time=min(settings.min_time, cap))
         with turns.timed(case.id):  # under ab, all the case does on the device, inside its turn
             row = run_case(case, benchmark, settings, self.builds, self.flop_cache)
             row = row.but(peak_tflops=peak_tflops(row.precision, self.calibration),
