@@ -2,6 +2,7 @@
 no GPU), and mutation runs judged by each module's own test file."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,33 @@ def bench_main_in_a_fresh_process():
         return loaded == "True", int(code)
 
     return run
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's package, which .ci/run installs) driven by Playwright."""
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_offline(browser):
+    """Open a file in a fresh page: the page, every URL it asked for, and every script error."""
+
+    def open_page(path: Path):
+        page = browser.new_page()
+        requests, errors = [], []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(path.as_uri())
+        return page, requests, errors
+
+    return open_page

@@ -5,7 +5,6 @@ real browser: drawn, with no request leaving the machine."""
 import gzip
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -246,35 +245,10 @@ def test_the_newest_trace_of_a_case_is_the_one_drawn(tmp_path):
     assert trace_file(tmp_path / "none") is None
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's package, which .ci/run installs) driven by Playwright."""
-    if CHROMIUM is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
-
-
-def open_offline(browser, path: Path):
-    """Open a file in a fresh page; every URL it asked for, and every script error."""
-    page = browser.new_page()
-    requests, errors = [], []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(path.as_uri())
-    return page, requests, errors
-
-
-def test_a_trace_page_draws_its_timeline_and_tables_in_chromium_with_no_request_leaving(browser, tmp_path):
+def test_a_trace_page_draws_its_timeline_and_tables_in_chromium_with_no_request_leaving(open_offline, tmp_path):
     path = tmp_path / "index.html"
     path.write_text(trace_page(H200_TRACE, "h200"))
-    page, requests, errors = open_offline(browser, path)
+    page, requests, errors = open_offline(path)
     page.wait_for_selector(".plotly .barlayer .point", timeout=30_000)
     frame = events(load_trace(H200_TRACE))
     assert page.locator(".barlayer .point").count() == len(frame)  # a bar per event
@@ -287,7 +261,7 @@ def test_a_trace_page_draws_its_timeline_and_tables_in_chromium_with_no_request_
     assert requests == [path.as_uri()] and errors == []
 
 
-def test_report_html_opens_offline_and_links_each_trace_page(browser, tmp_path):
+def test_report_html_opens_offline_and_links_each_trace_page(open_offline, tmp_path):
     run_dir = RunDir(tmp_path / "run")
     case_id = "cnn-fwd-fp32-b2"
     profile_case(Case("cnn", "fwd", "fp32", 2), torch.device("cpu"), run_dir.trace_dir(case_id), active_steps=1)
@@ -295,7 +269,7 @@ def test_report_html_opens_offline_and_links_each_trace_page(browser, tmp_path):
                              "batch": 2, "attention": None, "status": "ok", "device": "cpu",
                              "device_name": "cpu"}])
     results.to_csv(run_dir.results_csv, index=False)
-    page, requests, errors = open_offline(browser, write_report(run_dir.path))
+    page, requests, errors = open_offline(write_report(run_dir.path))
     link = page.locator(f"a[href='traces/{case_id}/index.html']")
     assert link.inner_text() == case_id
     link.click()
