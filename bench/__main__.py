@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("report", "tensorboard", "calibrate", "compare", "gate", "ab", "history", "scale", "validate")
+COMMANDS = ("report", "tensorboard", "calibrate", "compare", "gate", "ab", "bisect", "history", "scale", "validate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ def test_help_lists_every_command_at_once():
                           timeout=60)
     assert done.returncode == 0
     listed = done.stdout.split("COMMAND", 2)[-1]
-    assert all(f"    {name}" in listed for name in COMMANDS) and len(COMMANDS) == 9
+    assert all(f"    {name}" in listed for name in COMMANDS) and len(COMMANDS) == 10
 
 
 def test_each_command_is_a_module_of_its_own_and_has_a_line_in_readme():

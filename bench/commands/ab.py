@@ -21,6 +21,16 @@ def add(commands: argparse._SubParsersAction) -> None:
                     "The sweep's pytest arguments go after -- (default: bench, the quick sweep).")
     parser.add_argument("baseline", help="git revision of this checkout for side A (e.g. main)")
     parser.add_argument("candidate", help="git revision for side B (e.g. HEAD; the same as A with --python-b)")
+    measure_options(parser)
+    parser.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
+    parser.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")
+    reports_dir_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def measure_options(parser: argparse.ArgumentParser) -> None:
+    """How ab measures and judges a pair of revisions: its options, shared with bisect."""
     parser.add_argument("--pairs", type=int, default=None,
                         help=f"A/B pairs of processes, run A B B A ... (default {ab.DEFAULT_PAIRS['cuda']} on a GPU, "
                              f"{ab.DEFAULT_PAIRS['cpu']} on a CPU; {ab.INSTRUCTION_PAIRS} with --instructions)")
@@ -39,11 +49,12 @@ def add(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cpus", default=None, metavar="LIST",
                         help="pin both sides' processes to these CPUs, e.g. 0-7 (taskset's form; default: not pinned, "
                              "both free to use every CPU this process may)")
-    parser.add_argument("--python-a", default=sys.executable, help="interpreter for side A (default: this one)")
-    parser.add_argument("--python-b", default=sys.executable, help="interpreter for side B (default: this one)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the runs (default: reports/ab-<time>)")
-    reports_dir_option(parser)
-    parser.set_defaults(handler=run)
+
+
+def measure_kwargs(args: argparse.Namespace) -> dict:
+    """ab()'s keyword arguments from measure_options' values."""
+    return {"pairs": args.pairs, "threshold": None if args.threshold is None else args.threshold / 100,
+            "alpha": args.alpha, "metric": args.metric, "cpus": ab.parse_cpus(args.cpus) if args.cpus else ()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,11 +63,8 @@ def run(args: argparse.Namespace) -> int:
     # A cancelled CI job sends SIGTERM: exit through ab's clean-up (its sweeps stopped, worktrees removed).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = args.out or args.reports_dir / time.strftime("ab-%Y%m%d-%H%M%S")
-    threshold = None if args.threshold is None else args.threshold / 100
-    result = ab.ab(args.baseline, args.candidate, args.sweep, out, pairs=args.pairs, threshold=threshold,
-                   alpha=args.alpha, python_a=args.python_a, python_b=args.python_b,
-                   log=lambda line: print(line, file=sys.stderr, flush=True), metric=args.metric,
-                   cpus=ab.parse_cpus(args.cpus) if args.cpus else ())
+    result = ab.ab(args.baseline, args.candidate, args.sweep, out, python_a=args.python_a, python_b=args.python_b,
+                   log=lambda line: print(line, file=sys.stderr, flush=True), **measure_kwargs(args))
     table = result.markdown()
     print(table)
     write_step_summary(table)
