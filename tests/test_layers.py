@@ -1,5 +1,5 @@
-"""The architecture's one import rule: the reading side (results, verdicts, views) never imports torch, so
-report, compare and gate start in a second rather than several."""
+"""The architecture's one import rule: the reading side (results, verdicts, views, history) never imports
+torch, so report, compare, gate and history start in a second rather than several."""
 
 import pkgutil
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 import bench
 
-READING_SIDE = ("results", "verdicts", "views")
+READING_SIDE = ("results", "verdicts", "views", "history")
 
 
 @pytest.mark.e2e
