@@ -90,9 +90,29 @@ def test_the_command_refuses_a_step_that_ab_does_not_reproduce(slowed, monkeypat
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: HEAD against HEAD~3 does not reproduce a slowdown of cnn-fwd-fp32-b2: ab says unchanged "
         "(ratio 1.004); nothing to bisect")
-    assert main(["bisect", "HEAD", "HEAD~3", "--case", "cnn-fwd-fp32-b2"]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: HEAD is not on the first-parent line of HEAD~3: bisect needs GOOD to be an ancestor of BAD")
+    for good, bad in (("HEAD", "HEAD~3"), ("HEAD", "HEAD")):
+        assert main(["bisect", good, bad, "--case", "cnn-fwd-fp32-b2"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"error: {good} is not on the first-parent line before {bad}: bisect needs GOOD to be an earlier commit "
+            "of BAD's history")
+
+
+def test_an_inconclusive_check_is_run_again_and_a_range_left_by_skips_exits_1(slowed, monkeypatch, capsys):
+    answers = {"HEAD": ["inconclusive", "slower"], "HEAD~1": ["broken"], "HEAD~2": ["unchanged"]}
+    shas = {git(slowed, "rev-parse", rev): rev for rev in answers}
+
+    def fake_probe(good, case, sweep, out, log, **options):
+        return lambda commit: Probe(commit, answers[shas[commit]].pop(0), 1.2)
+
+    monkeypatch.setattr("bench.history.bisect.ab_probe", fake_probe)
+    monkeypatch.chdir(slowed)
+    assert main(["bisect", "HEAD~3", "HEAD", "--case", "cnn-fwd-fp32-b2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[2] for line in out[4:8]] == ["inconclusive", "slower", "unchanged", "broken"]
+    head, head_1 = (git(slowed, "rev-parse", rev)[:10] for rev in ("HEAD", "HEAD~1"))
+    assert out[-1] == (f"Not narrowed to one commit: the first slower is one of {head_1}, {head} (the others "
+                       "skipped: broken, or inconclusive twice)")
+    assert all(not left for left in answers.values())
 
 
 # One thread a process and nine rounds, as test_ab.py's sweep; two pairs, with a loose alpha for one degree of freedom.

@@ -102,3 +102,16 @@ def test_each_point_s_level_is_its_segment_s_geometric_mean():
     assert [step.index for step in found.steps] == [4]
     assert found.levels == pytest.approx([np.sqrt(0.99 * 1.01)] * 4 + [4 * np.sqrt(0.99 * 1.01)] * 4)
     assert find_steps([2.0, 8.0], THRESHOLD).levels == pytest.approx((4.0, 4.0))
+
+
+@pytest.mark.parametrize(("at", "factor", "outliers", "tail"),
+                         [(35, 2.0, (35,), []), (49, 0.5, (), [(49, "suspected")])])
+def test_one_wild_point_does_not_hide_a_real_step(at, factor, outliers, tail):
+    """A 2x spike or a last point at half the level swells the series' noise five-fold; the fit is done again
+    without the spike, and the noise taken within levels, so the 10 % step at 20 still shows."""
+    for seed in range(20):
+        medians = series(50, 0.005, seed, {20: 1.10})
+        medians[at] *= factor
+        found = find_steps(medians, THRESHOLD)
+        assert [(s.index, s.status) for s in found.steps] == [(20, "confirmed"), *tail] and found.outliers == outliers
+        assert found.sigma == pytest.approx(0.005, rel=0.5)

@@ -31,7 +31,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.history import git
-    from bench.history.bisect import ab_probe, search, steps_needed
+    from bench.history.bisect import ab_probe, decide, search, steps_needed
     from bench.results.rundir import RunError
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # through ab's clean-up
@@ -44,16 +44,18 @@ def run(args: argparse.Namespace) -> int:
 
     probe = ab_probe(args.good, args.case, args.sweep or ["bench"], out, log, **measure_kwargs(args))
     log(f"bisect: {len(commits)} first-parent commits after {args.good}; first, is {args.bad} slower?")
-    reproduced = probe(commits[-1])
+    checks = decide(probe, commits[-1])
+    reproduced = checks[-1]
     if reproduced.verdict != "slower":
         raise RunError(f"{args.bad} against {args.good} does not reproduce a slowdown of {args.case}: ab says "
                        f"{reproduced.verdict} (ratio {reproduced.ratio:.3f}); nothing to bisect")
     log(f"bisect: reproduced (ratio {reproduced.ratio:.3f}); at most {steps_needed(len(commits))} more probes")
     found = search(commits, probe)
-    ratios = {p.commit: p for p in [reproduced, *found.probes]}
+    probes = [*checks, *found.probes]
+    ratios = {p.commit: p for p in probes}
     lines = [f"### archbench bisect: {args.case}, {args.good}..{args.bad}", "",
              "| commit | subject | verdict against GOOD | ratio |", "| --- | --- | --- | ---: |"]
-    for p in [reproduced, *found.probes]:
+    for p in probes:
         lines.append(f"| {p.commit[:10]} | {git.commit(repo, p.commit).subject[:70]} | {p.verdict} | "
                      f"{p.ratio:.3f} |")
     if found.named:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         left = commits[found.last_good + 1:found.first_bad + 1]
         lines += ["", f"Not narrowed to one commit: the first slower is one of {', '.join(c[:10] for c in left)} "
-                      "(the others were inconclusive or broken twice)"]
+                      "(the others skipped: broken, or inconclusive twice)"]
     print("\n".join(lines))
     print(f"wrote each probe's ab run under {out}", file=sys.stderr)
     return 0 if found.named else 1

@@ -32,12 +32,13 @@ def add(commands: argparse._SubParsersAction) -> None:
     adding.set_defaults(handler=run_add)
     for name, helped in (("show", "the steps as Markdown; exit 1 on an open regression"),
                          ("page", "one offline HTML page: open regressions, then a trend per series")):
-        action = actions.add_parser(name, help=helped, description="Exit 0: no open regression; 1: one or more; "
-                                                                  "2: unusable input." if name == "show" else None)
+        action = actions.add_parser(name, help=helped, description="Exit 0: no open regression and no case "
+                                    "failing; 1: one or more; 2: unusable input." if name == "show" else None)
         action.add_argument("--case", default=None, metavar="RE", help="only the cases matching this pattern")
         action.add_argument("--since", default=None, metavar="REV",
                             help="only steps at or after this commit (a hash in the history or a git revision)")
-        action.add_argument("--branch", default=None, help="only runs of this branch (default: every run)")
+        action.add_argument("--branch", default=None,
+                            help="only runs of this branch (needed when the history holds several)")
         action.add_argument("--threshold", type=float, default=None, metavar="PCT",
                             help=f"the smallest step that counts, in percent (default by metric: {METRIC_DEFAULTS})")
         action.add_argument("--case-threshold", action="append", default=[], metavar="RE=PCT",
@@ -70,11 +71,12 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trends(args: argparse.Namespace):
-    """The store's trends under the filters and thresholds asked, and the first-parent order of --since."""
+def _history(args: argparse.Namespace):
+    """The store's trends and failing cases under the filters and thresholds asked, and the first-parent
+    order of --since."""
     from bench.history import git
     from bench.history.store import Store
-    from bench.history.trend import DEFAULT_THRESHOLDS, Thresholds, trends
+    from bench.history.trend import DEFAULT_THRESHOLDS, Thresholds, failing, select, trends
     from bench.results.rundir import RunError
 
     store = Store(args.store)
@@ -88,9 +90,10 @@ def _trends(args: argparse.Namespace):
         try:
             re.compile(pattern)
             cases.append((pattern, float(value) / 100))
-            assert equals and pattern
-        except (re.error, ValueError, AssertionError):
-            raise RunError(f"--case-threshold {text}: expected RE=PCT, e.g. 'resnet50=8'") from None
+        except (re.error, ValueError):
+            pattern = ""
+        if not (equals and pattern):
+            raise RunError(f"--case-threshold {text}: expected RE=PCT, e.g. 'resnet50=8'")
     try:
         re.compile(args.case or "")
     except re.error as err:
@@ -100,21 +103,22 @@ def _trends(args: argparse.Namespace):
     if args.since:
         known = points.loc[points["commit"].str.startswith(args.since), "order"].unique()
         since = int(known[0]) if len(known) == 1 else git.commit(args.repo, args.since).order
-    found = trends(points, thresholds, store.accepted(), case=args.case, branch=args.branch)
-    if not found:
-        raise RunError(f"{args.store}: no ok figures match --case {args.case} --branch {args.branch}")
-    return found, since
+    selected = select(points, args.case, args.branch)
+    if selected.empty:
+        asked = " ".join(f"--{key} {value}" for key, value in (("case", args.case), ("branch", args.branch)) if value)
+        raise RunError(f"{args.store}: no runs match {asked}")
+    return trends(selected, thresholds, store.accepted()), failing(selected, since), since
 
 
 def run_show(args: argparse.Namespace) -> int:
     from bench.history.trend import markdown, open_regressions
     from bench.verdicts.gate import write_step_summary
 
-    found, since = _trends(args)
-    text = markdown(found, since)
+    found, failures, since = _history(args)
+    text = markdown(found, failures, since)
     print(text)
     write_step_summary(text)
-    return 1 if open_regressions(found, since) else 0
+    return 1 if open_regressions(found, since) or failures else 0
 
 
 def run_page(args: argparse.Namespace) -> int:
@@ -122,9 +126,10 @@ def run_page(args: argparse.Namespace) -> int:
     from bench.results.rundir import atomic_write
     from bench.views.historypage import write_history_page
 
-    found, since = _trends(args)
-    atomic_write(args.out / "history.md", markdown(found, since))
-    print(f"wrote {write_history_page(found, args.out, since)} and {args.out / 'history.md'}", file=sys.stderr)
+    found, failures, since = _history(args)
+    atomic_write(args.out / "history.md", markdown(found, failures, since))
+    print(f"wrote {write_history_page(found, failures, args.out, since)} and {args.out / 'history.md'}",
+          file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Which commit made a case slower: a binary search over the first-parent commits between a good and a bad
 revision, each probed with ab against the good one on that case alone. An inconclusive probe is run once
-more, then skipped (as git bisect skip does)."""
+more; a commit still inconclusive, or where the case fails, is skipped (as git bisect skip does)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ from pathlib import Path
 
 from bench.results.rundir import RunError
 
-VERDICTS = ("slower", "unchanged", "faster", "inconclusive", "broken")
-
 
 @dataclass(frozen=True)
 class Probe:
     """One measurement of a commit against the good revision: ab's verdict on the case and its ratio."""
 
     commit: str
-    verdict: str  # one of VERDICTS; slower only when it fails ab (confirmed by its re-run on host time)
+    verdict: str  # slower (ab fails it: confirmed by its re-run on host time), unchanged, faster, inconclusive
+    # (ab could not tell, or its re-run did not confirm), broken (the case failed at the commit)
     ratio: float
 
 
@@ -38,6 +37,12 @@ class Bisection:
         return self.commits[self.first_bad] if self.first_bad - self.last_good == 1 else None
 
 
+def decide(probe: Callable[[str], Probe], commit: str) -> list[Probe]:
+    """The probes of a commit: one, or two when the first was inconclusive (the second's verdict stands)."""
+    first = probe(commit)
+    return [first] if first.verdict != "inconclusive" else [first, probe(commit)]
+
+
 def search(commits: list[str], probe: Callable[[str], Probe]) -> Bisection:
     """The first slower commit of `commits`, whose last is known slower: ceil(log2 len) probes when none is
     inconclusive."""
@@ -48,11 +53,9 @@ def search(commits: list[str], probe: Callable[[str], Probe]) -> Bisection:
         if not left:
             break
         at = min(left, key=lambda i: (abs(i - middle), i))
-        found = probe(commits[at])
-        if found.verdict == "inconclusive":
-            probes.append(found)
-            found = probe(commits[at])
-        probes.append(found)
+        tries = decide(probe, commits[at])
+        probes += tries
+        found = tries[-1]
         if found.verdict == "slower":
             first_bad = at
         elif found.verdict in ("unchanged", "faster"):

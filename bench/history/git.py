@@ -34,6 +34,10 @@ class Commit:
 
 
 def commit(repo: Path, rev: str) -> Commit:
+    """The commit `rev` names; refused in a shallow clone, where first-parent order would be wrong."""
+    if git(repo, "rev-parse", "--is-shallow-repository") == "true":
+        raise RunError(f"{repo} is a shallow clone: first-parent order needs the whole history (git fetch "
+                       "--unshallow; in GitHub Actions, actions/checkout with fetch-depth: 0)")
     try:
         sha, time, subject = git(repo, "show", "-s", "--format=%H%n%cI%n%s", f"{rev}^{{commit}}").split("\n", 2)
     except RunError:
@@ -41,16 +45,18 @@ def commit(repo: Path, rev: str) -> Commit:
     return Commit(sha, time, subject, int(git(repo, "rev-list", "--first-parent", "--count", sha)))
 
 
-def branch(repo: Path) -> str:
-    """The checked-out branch, '' when detached."""
+def branch_holding(repo: Path, sha: str) -> str:
+    """The checked-out branch when `sha` is on it, else '' (detached, or a commit of another branch)."""
     name = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
-    return "" if name == "HEAD" else name
+    on_it = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", sha, "HEAD"]).returncode == 0
+    return name if name != "HEAD" and on_it else ""
 
 
 def first_parent_between(repo: Path, good: str, bad: str) -> list[str]:
     """The commits after `good` up to `bad` on bad's first-parent line, oldest first; `good` must be on it."""
     good_sha, bad_sha = commit(repo, good).sha, commit(repo, bad).sha
     line = git(repo, "rev-list", "--first-parent", bad_sha).split()
-    if good_sha not in line:
-        raise RunError(f"{good} is not on the first-parent line of {bad}: bisect needs GOOD to be an ancestor of BAD")
+    if good_sha not in line or good_sha == bad_sha:
+        raise RunError(f"{good} is not on the first-parent line before {bad}: bisect needs GOOD to be an earlier "
+                       "commit of BAD's history")
     return line[:line.index(good_sha)][::-1]

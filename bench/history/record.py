@@ -9,9 +9,11 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
+
 from bench.history import git
 from bench.results.interval import median_interval
-from bench.results.rundir import REPORTS_DIR, RunError, load_results, resolve, short_name
+from bench.results.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, resolve
 
 FORMAT = 1
 METRICS = ("host", "device", "instructions")
@@ -43,14 +45,17 @@ def _number(value: object) -> float | None:
     return None if math.isnan(number) else number
 
 
-def _figures(row: dict) -> dict[str, dict]:
-    """Each metric the row measured: median, its 95 % interval where known, and the rounds."""
+def _figures(row: dict, device_rounds: np.ndarray | None) -> dict[str, dict]:
+    """Each metric the row measured: median, its 95 % interval where known, and its rounds (count, min, IQR)."""
     figures = {}
+    rounds = {"rounds": _number(row.get("rounds")), "min": _number(row.get("min_s")), "iqr": _number(row.get("iqr_s"))}
     if (median := _number(row.get("median_s"))) is not None:
         figures["host"] = {"median": median, "low": _number(row.get("ci_low_s")),
-                           "high": _number(row.get("ci_high_s")), "rounds": _number(row.get("rounds"))}
+                           "high": _number(row.get("ci_high_s")), **rounds}
     if row.get("device") == "cuda" and (device := _number(row.get("device_s"))) is not None:
-        figures["device"] = {"median": device, "low": None, "high": None, "rounds": _number(row.get("rounds"))}
+        interval = median_interval(device_rounds) if device_rounds is not None and device_rounds.size else None
+        figures["device"] = {"median": device, "low": interval.low if interval else None,
+                             "high": interval.high if interval else None, "rounds": _number(row.get("rounds"))}
     if (count := _number(row.get("instructions"))) is not None:
         figures["instructions"] = {"median": count, "low": None, "high": None, "rounds": _number(row.get("rounds"))}
     return figures
@@ -67,13 +72,14 @@ def _rows_of_json(path: Path) -> tuple[list[dict], dict]:
     rows = []
     for bench in benchmarks:
         extra, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
-        if "case_id" in extra:
+        if "case_id" in extra:  # archbench's: the whole row
             rows.append(extra)
             continue
         data = stats.get("data") or []
         interval = median_interval(data) if len(data) > 1 else None
-        rows.append({"case_id": short_name(bench.get("fullname", bench.get("name", "?"))), "status": "ok",
-                     "median_s": stats.get("median"), "rounds": stats.get("rounds"),
+        rows.append({"case_id": bench.get("fullname", bench.get("name", "?")), "status": "ok",
+                     "median_s": stats.get("median"), "rounds": stats.get("rounds"), "min_s": stats.get("min"),
+                     "iqr_s": stats.get("iqr"),
                      "ci_low_s": interval.low if interval else None, "ci_high_s": interval.high if interval else None,
                      "device_name": (machine.get("cpu") or {}).get("brand_raw") or machine.get("processor", ""),
                      "cpu_threads": (machine.get("cpu") or {}).get("count"),
@@ -89,27 +95,35 @@ def make_record(run: str | Path, repo: Path, machine: str | None = None, branch:
     """The record of a run folder, run-id or pytest-benchmark JSON file. Its commit must be in `repo`
     (for its time, subject and first-parent order) and clean, unless `allow_dirty`."""
     path = resolve(run, reports_dir)
-    if path.is_dir():
+    device_rounds = {}
+    if path.is_dir():  # the GPU's own times per round, kept beside the run's rows, give device time its interval
         rows, info = load_results(path).to_dict("records"), {}
-        run_id = path.name
+        device_rounds = {case: data for case, (data, _) in load_device_rounds(path).items()}
     else:
         rows, info = _rows_of_json(path)
-        run_id = f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"  # pytest-benchmark's 0001_x
-    commits = {_text(row.get("git_commit")) for row in rows}  # numbering repeats on every runner
-    if len(commits) != 1 or "" in commits:
-        raise RunError(f"{path}: {'no git commit' if '' in commits else 'several commits'} recorded; "
+    # archbench's run-id (its JSON rows carry it too); pytest-benchmark's 0001_name repeats on every runner
+    run_id = _text(rows[0].get("run_id")) or f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    commits = sorted({_text(row.get("git_commit")) for row in rows})
+    if len(commits) > 1:
+        raise RunError(f"{path}: several commits recorded ({', '.join(c[:10] or '(none)' for c in commits)}); "
                        "the history needs one commit a run")
-    sha = commits.pop()
+    if commits == [""]:
+        raise RunError(f"{path}: no git commit recorded (a run made outside a git checkout)")
+    sha = commits[0]
     if sha.endswith("+dirty") and not allow_dirty:
         raise RunError(f"{path}: made from a tree with uncommitted changes ({sha}); its figures belong to no "
                        "commit (--allow-dirty adds it anyway, at that commit)")
     found = git.commit(repo, sha.removesuffix("+dirty"))
     first = rows[0]
-    branch = branch if branch is not None else info.get("branch") or git.branch(repo)
+    if branch is None:  # where the run says, else the checked-out branch if the commit is on it
+        branch = info.get("branch") or git.branch_holding(repo, found.sha)
     cases = {}
     for row in rows:
-        cases[str(row["case_id"])] = {"status": _text(row.get("status")) or "ok", "reason": _text(row.get("reason")),
-                                      "size": _text(row.get("size")), **_figures(row)}
+        case = str(row["case_id"])
+        if case in cases:
+            raise RunError(f"{path}: the case {case} twice; the history needs one result a case")
+        cases[case] = {"status": _text(row.get("status")) or "ok", "reason": _text(row.get("reason")),
+                       "size": _text(row.get("size")), **_figures(row, device_rounds.get(case))}
     return {"format": FORMAT, "run_id": run_id, "machine": machine or machine_key(first.get("device_name"),
                                                                                   first.get("cpu_threads")),
             "commit": found.sha, "dirty": sha.endswith("+dirty"), "commit_time": found.time, "order": found.order,

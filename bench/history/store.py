@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.history.record import ENVIRONMENT, FORMAT
+from bench.history.record import ENVIRONMENT, FORMAT, METRICS
 from bench.results.rundir import REPORTS_DIR, RunError, atomic_write
 
 DEFAULT_STORE = REPORTS_DIR / "history"
@@ -42,12 +42,17 @@ class Store:
         return self.runs_dir / record["machine"] / f"{record['run_id']}.json"
 
     def add(self, record: dict) -> bool:
-        """Keep the record; False when this run is already there (the first copy stays as it was)."""
+        """Keep the record; False when this run (its id at its commit) is already there, which stays as it was.
+        A run of another commit under the same id is refused: nothing kept is ever overwritten."""
         path = self.run_file(record)
-        if path.exists():
+        if not path.exists():
+            atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            return True
+        kept = json.loads(path.read_text())
+        if kept.get("commit") == record["commit"]:  # the same run (from its folder or its JSON, say)
             return False
-        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-        return True
+        raise RunError(f"{path}: a run with the id {record['run_id']} at another commit "
+                       f"({kept.get('commit', '?')[:10]}) is in the history already; give each run its own --run-id")
 
     def records(self) -> list[dict]:
         """Every run kept, in first-parent order (then commit time and run id: the same whatever order they were
@@ -69,7 +74,7 @@ class Store:
         for record in self.records():
             environment = record["environment"]
             for case, kept in sorted(record["cases"].items()):
-                metrics = [m for m in ("host", "device", "instructions") if m in kept] or ["host"]
+                metrics = [m for m in METRICS if m in kept] or ["host"]
                 for metric in metrics:  # a failed case is kept once, on host time, with its reason
                     figure = kept.get(metric) or {}
                     rows.append({"series": series_id(record["machine"], kept["size"], case, metric),

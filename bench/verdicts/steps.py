@@ -18,6 +18,7 @@ ALPHA = 1e-6  # a step's significance, Bonferroni-corrected over the splits a se
 # jump between two host speeds 30 % apart (30 % of runs slow): 1e-4 alarmed in 4 of 5,000, 1e-5 in 2, 1e-6 in none of
 # 10,000; it costs power only where noise is large (a 10 % step at 5 % noise: found in 61 % of series, now 56 %).
 OUTLIER_Z = 4.0  # a point this many sigmas from its level (and beyond the threshold) is an outlier
+PASSES = 3  # fits at most: the outliers of one left out of the next, until they stay the same
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,14 @@ class Steps:
     levels: tuple[float, ...]
 
 
-def noise(y: np.ndarray) -> float:
+def noise(y: np.ndarray, level: np.ndarray | None = None) -> float:
     """The spread of one log median from the spread of successive differences (von Neumann's estimator: a
-    level that drifts or steps adds little, and a series that jumps between two host speeds adds all of it)."""
-    if y.size < 2:
+    level that drifts or steps adds little, and a series that jumps between two host speeds adds all of it),
+    leaving out those between points on different `level`s (an id a point) when given."""
+    same = np.ones(max(y.size - 1, 0), dtype=bool) if level is None else np.diff(level) == 0
+    if not same.any():
         return 0.0
-    return float(np.sqrt(np.mean(np.diff(y) ** 2) / 2))
+    return float(np.sqrt(np.mean(np.diff(y)[same] ** 2) / 2))
 
 
 def _critical_z(splits: int) -> float:
@@ -84,22 +87,44 @@ def _test(y: np.ndarray, w: np.ndarray, lo: int, at: int, hi: int) -> tuple[floa
 def find_steps(medians: Sequence[float], threshold: float, interval_halfwidths: Sequence[float] | None = None) -> Steps:
     """The steps of a series of medians (any unit: only ratios count) larger than `threshold` (0.05: 5 %),
     each point weighted by the larger of the series' noise and its own 95 % interval (half-widths as shares of
-    the median, when given)."""
+    the median, when given). The series is fitted again without the last fit's outliers, its noise taken
+    within the last fit's levels (up to PASSES times): a wild point or a large step would otherwise swell the
+    noise and hide a real step."""
     y = np.log(np.asarray(medians, dtype=float))
     n = y.size
-    sigma = noise(y)
-    own = np.asarray(interval_halfwidths, dtype=float) / norm.isf(0.025) if interval_halfwidths is not None else 0.0
-    variance = np.maximum(sigma**2, np.nan_to_num(np.asarray(own) ** 2, nan=0.0)) if sigma > 0 else None
-    if variance is None or n < 2 * MIN_SIZE:
-        return Steps((), (), sigma, tuple(np.exp(np.full(n, y.mean() if n else 0.0))))
-    w = 1 / np.broadcast_to(variance, y.shape)
-    cuts = _merge(y, w, sorted(_segment(y, w, 0, n, threshold)), threshold, n)
-    bounds = [0, *cuts, n]
-    steps = tuple(Step(at, *_test(y, w, lo, at, hi), "confirmed" if hi - at >= MIN_SIZE else "suspected")
+    own = np.zeros(n) if interval_halfwidths is None else np.nan_to_num(
+        np.asarray(interval_halfwidths, dtype=float) / norm.isf(0.025), nan=0.0)
+    keep, starts = np.ones(n, dtype=bool), ()
+    for _ in range(PASSES):
+        steps, outliers, sigma, levels = _fit(y, own, keep, starts, threshold)
+        found = tuple(step.index for step in steps)
+        if np.array_equal(outliers, ~keep) and found == starts:
+            break
+        keep, starts = ~outliers, found
+    return Steps(steps, tuple(np.flatnonzero(outliers).tolist()), sigma, tuple(np.exp(levels).tolist()))
+
+
+def _fit(y: np.ndarray, own: np.ndarray, keep: np.ndarray, starts: tuple[int, ...], threshold: float
+         ) -> tuple[tuple[Step, ...], np.ndarray, float, np.ndarray]:
+    """Steps, outliers (a mask), noise and each point's log level of the series fitted on the points kept,
+    its noise from the differences that cross none of `starts` (the last fit's steps); steps are named by
+    their index in the whole series."""
+    kept = np.flatnonzero(keep)
+    yk = y[kept]
+    m = yk.size
+    level = np.searchsorted(starts, kept, side="right")  # which of the last fit's levels each point is on
+    sigma = noise(yk, level)
+    if sigma == 0 or m < 2 * MIN_SIZE:
+        return (), np.zeros(y.size, dtype=bool), sigma, np.full(y.size, yk.mean() if m else 0.0)
+    w = 1 / np.maximum(sigma**2, own[kept] ** 2)
+    cuts = _merge(yk, w, sorted(_segment(yk, w, 0, m, threshold)), threshold, m)
+    bounds = [0, *cuts, m]
+    steps = tuple(Step(int(kept[at]), *_test(yk, w, lo, at, hi), "confirmed" if hi - at >= MIN_SIZE else "suspected")
                   for lo, at, hi in zip(bounds, cuts, bounds[2:], strict=False))
-    levels = np.concatenate([np.full(hi - lo, math.exp(_level(y, w, lo, hi))) for lo, hi in zip(bounds, bounds[1:],
-                                                                                                 strict=False)])
-    return Steps(steps, _outliers(y, w, bounds, sigma, threshold), sigma, tuple(levels.tolist()))
+    segment_levels = np.array([_level(yk, w, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)])
+    levels = segment_levels[np.searchsorted([kept[at] for at in cuts], np.arange(y.size), side="right")]
+    outliers = np.abs(y - levels) > max(OUTLIER_Z * sigma, math.log1p(threshold))
+    return steps, outliers, sigma, levels
 
 
 def _significant(ratio: float, z: float, splits: int, threshold: float) -> bool:
@@ -130,13 +155,3 @@ def _merge(y: np.ndarray, w: np.ndarray, cuts: list[int], threshold: float, n: i
         weakest = min((i for i, ok in enumerate(passing) if not ok), key=lambda i: tests[i][1])
         cuts = cuts[:weakest] + cuts[weakest + 1:]
     return cuts
-
-
-def _outliers(y: np.ndarray, w: np.ndarray, bounds: list[int], sigma: float, threshold: float) -> tuple[int, ...]:
-    """Points far from their segment's level (OUTLIER_Z sigmas and the threshold): spikes that came back."""
-    far = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
-        level = _level(y, w, lo, hi)
-        far += [i for i in range(lo, hi)
-                if abs(y[i] - level) > max(OUTLIER_Z * sigma, math.log1p(threshold))]
-    return tuple(far)

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.history.trend import UNITS, Trend, open_regressions, summary
+from bench.history.trend import SCALE, UNITS, Failure, Trend, open_regressions, summary
 from bench.results.rundir import atomic_write
 from bench.views.htmlpage import page, table_html
 
 STATE_COLOURS = {"open": "#d62728", "suspected": "#ff7f0e", "recovered": "#7f7f7f", "accepted": "#2ca02c",
                  "faster": "#1f77b4"}
-SCALE = {"host": 1e3, "device": 1e3, "instructions": 1e-6}  # seconds -> ms; counts -> millions
 
 FILTER_JS = """<script>
 function filterSeries(){
@@ -77,9 +76,15 @@ def _regressions(found: list[Trend], since: int | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def history_page(found: list[Trend], since: int | None = None, title: str = "archbench history") -> str:
-    """The whole page: the summary line, the open regressions (from `since` on), then every trend under the
-    filters."""
+def _failing(failures: list[Failure]) -> pd.DataFrame:
+    return pd.DataFrame([{"case": f.case, "status": f.status, "since commit": f.commit[:10], "subject": f.subject,
+                          "last ok": f.last_ok[:10], "reason": f.reason} for f in failures])
+
+
+def history_page(found: list[Trend], failures: list[Failure], since: int | None = None,
+                 title: str = "archbench history") -> str:
+    """The whole page: the summary line, the open regressions and failing cases (from `since` on), then every
+    trend under the filters."""
     regressions = _regressions(found, since)
     table = _table(regressions)
     options = {key: sorted({t.series.split("/")[0] if key == "machine" else t.metric for t in found})
@@ -89,6 +94,8 @@ def history_page(found: list[Trend], since: int | None = None, title: str = "arc
                       for key, values in options.items())
     body = [FILTER_JS, f"<p class=note>{html.escape(summary(found, since))}</p>",
             f"<h2>Open regressions ({len(regressions)})</h2>", table,
+            *([f"<h2>Failing at their latest run ({len(failures)})</h2>", table_html(_failing(failures))]
+              if failures else []),
             "<h2>Trends</h2><p><label>series <input id=q oninput=filterSeries() placeholder='filter'></label> "
             f"{selects}<label><input type=checkbox id=steps onchange=filterSeries()> only with steps</label> "
             f"<span class=note><span id=shown>{len(found)}</span> shown</span></p>"]
@@ -107,7 +114,7 @@ def _table(frame: pd.DataFrame) -> str:
     return html.unescape(table_html(frame)) if not frame.empty else table_html(frame)
 
 
-def write_history_page(found: list[Trend], out: Path, since: int | None = None) -> Path:
+def write_history_page(found: list[Trend], failures: list[Failure], out: Path, since: int | None = None) -> Path:
     path = out / "index.html"
-    atomic_write(path, history_page(found, since))
+    atomic_write(path, history_page(found, failures, since))
     return path
