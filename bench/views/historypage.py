@@ -104,7 +104,7 @@ def history_page(found: list[Trend], failures: list[Failure], since: int | None 
         body.append(f"<div class=series data-series='{html.escape(t.series)}' data-metric={t.metric} "
                     f"data-machine='{html.escape(t.series.split('/')[0])}' data-steps={len(t.changes)}>"
                     f"<h3 id={anchor(t.series)}>{html.escape(t.series)}</h3>"
-                    f"<p class=note>threshold {t.threshold:.0%}; noise {t.sigma:.1%} a commit; "
+                    f"<p class=note>threshold {t.threshold:.0%}; noise {t.sigma * 100:.2g} % a commit; "
                     f"{len(t.points)} commits</p>{plot}</div>")
     return page(title, body)
 
