@@ -76,7 +76,17 @@ def slowed(tmp_path_factory):
     return repo
 
 
-def test_the_command_refuses_a_step_that_ab_does_not_reproduce(slowed, monkeypatch, capsys):
+@pytest.fixture
+def three(tmp_path):
+    """A repository of four commits, for probes that are faked: the commit, then 'commit 1' to 'commit 3'."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for i in range(4):
+        git(repo, "commit", "-q", "--allow-empty", "-m", f"commit {i}")
+    return repo
+
+
+def test_the_command_refuses_a_step_that_ab_does_not_reproduce(three, monkeypatch, capsys):
     made = []
 
     def fake_probe(good, case, sweep, out, log, **options):
@@ -84,7 +94,7 @@ def test_the_command_refuses_a_step_that_ab_does_not_reproduce(slowed, monkeypat
         return lambda commit: Probe(commit, "unchanged", 1.004)
 
     monkeypatch.setattr("bench.history.bisect.ab_probe", fake_probe)
-    monkeypatch.chdir(slowed)
+    monkeypatch.chdir(three)
     assert main(["bisect", "HEAD~3", "HEAD", "--case", "cnn-fwd-fp32-b2", "--pairs", "2"]) == 2
     assert made == [("HEAD~3", "cnn-fwd-fp32-b2", ["bench"], 2)]
     assert capsys.readouterr().err.splitlines()[-1] == (
@@ -97,19 +107,19 @@ def test_the_command_refuses_a_step_that_ab_does_not_reproduce(slowed, monkeypat
             "of BAD's history")
 
 
-def test_an_inconclusive_check_is_run_again_and_a_range_left_by_skips_exits_1(slowed, monkeypatch, capsys):
+def test_an_inconclusive_check_is_run_again_and_a_range_left_by_skips_exits_1(three, monkeypatch, capsys):
     answers = {"HEAD": ["inconclusive", "slower"], "HEAD~1": ["broken"], "HEAD~2": ["unchanged"]}
-    shas = {git(slowed, "rev-parse", rev): rev for rev in answers}
+    shas = {git(three, "rev-parse", rev): rev for rev in answers}
 
     def fake_probe(good, case, sweep, out, log, **options):
         return lambda commit: Probe(commit, answers[shas[commit]].pop(0), 1.2)
 
     monkeypatch.setattr("bench.history.bisect.ab_probe", fake_probe)
-    monkeypatch.chdir(slowed)
+    monkeypatch.chdir(three)
     assert main(["bisect", "HEAD~3", "HEAD", "--case", "cnn-fwd-fp32-b2"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[2] for line in out[4:8]] == ["inconclusive", "slower", "unchanged", "broken"]
-    head, head_1 = (git(slowed, "rev-parse", rev)[:10] for rev in ("HEAD", "HEAD~1"))
+    head, head_1 = (git(three, "rev-parse", rev)[:10] for rev in ("HEAD", "HEAD~1"))
     assert out[-1] == (f"Not narrowed to one commit: the first slower is one of {head_1}, {head} (the others "
                        "skipped: broken, or inconclusive twice)")
     assert all(not left for left in answers.values())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.verdicts.steps import MIN_SIZE, find_steps
+from bench.verdicts.steps import MIN_SIZE, _critical_z, find_steps, noise
 
 THRESHOLD = 0.05
 
@@ -115,3 +115,49 @@ def test_one_wild_point_does_not_hide_a_real_step(at, factor, outliers, tail):
         found = find_steps(medians, THRESHOLD)
         assert [(s.index, s.status) for s in found.steps] == [(20, "confirmed"), *tail] and found.outliers == outliers
         assert found.sigma == pytest.approx(0.005, rel=0.5)
+
+
+def test_noise_by_hand_from_the_differences_within_levels():
+    y = np.array([0.0, 0.1, 0.1, 0.3, 0.2])
+    # differences 0.1, 0, 0.2, -0.1; the one from level 0 to 1 (0.2) left out: sqrt((0.01 + 0 + 0.01) / 3 / 2)
+    assert noise(y, np.array([0, 0, 0, 1, 1])) == pytest.approx(np.sqrt(0.02 / 6))
+    assert noise(y, np.arange(5)) == 0.0  # no two points on one level
+
+
+def test_a_step_s_ratio_and_z_by_hand_with_the_series_noise_or_its_own_intervals():
+    y = np.array([0.0, 0.02] * 3 + [0.5, 0.52] * 3)  # within each level the differences are +-0.02
+    [step] = find_steps(np.exp(y), THRESHOLD).steps
+    sigma = np.sqrt(0.02**2 / 2)  # von Neumann's, the jump at the step left out
+    assert (step.index, step.status) == (6, "confirmed") and step.ratio == pytest.approx(np.exp(0.5))
+    assert step.z == pytest.approx(0.5 / (sigma * np.sqrt(1 / 6 + 1 / 6)))  # 61.2
+    [step] = find_steps(np.exp(y), THRESHOLD, np.full(12, 0.196)).steps  # +-19.6 %: a sigma of 0.1 each
+    assert step.z == pytest.approx(0.5 / (0.196 / 1.959964 * np.sqrt(1 / 6 + 1 / 6)))  # 8.66
+
+
+def test_a_short_series_shows_its_step_though_the_step_is_most_of_its_spread():
+    """Six counts, three and three: the jump would be nearly all of von Neumann's noise, so the first fit
+    leaves the largest difference out."""
+    medians = np.array([21.69, 21.70, 21.69, 22.38, 22.39, 22.38])
+    assert [(s.index, s.status) for s in find_steps(medians, 0.01).steps] == [(3, "confirmed")]
+
+
+def test_a_step_below_the_threshold_between_its_neighbours_is_merged_away():
+    """A -4.4 % step at 19, then -5.4 % at 33: against everything after it the first reads -6 %, and binary
+    segmentation keeps it; between its neighbours it is under 5 %, and only the second stays."""
+    medians = series(40, 0.01, 814, {19: 0.9562, 33: 0.9462})
+    assert [(s.index, round(s.ratio, 2)) for s in find_steps(medians, THRESHOLD).steps] == [(33, 0.92)]
+    assert [s.index for s in find_steps(medians, 0.04).steps] == [19, 33]
+
+
+def test_a_dip_just_before_a_step_is_an_outlier_not_a_step_of_its_own():
+    """A one-point change is a step only at the end of a series (suspected); inside it needs MIN_SIZE points."""
+    medians = series(60, 0.01, 3, {30: 1.3})
+    medians[29] *= 0.7
+    found = find_steps(medians, THRESHOLD)
+    assert [s.index for s in found.steps] == [30] and found.outliers == (29,)
+
+
+def test_the_significance_bound_is_two_sided_and_bonferroni_over_the_splits():
+    assert _critical_z(1) == pytest.approx(4.8916, abs=1e-4)  # two-sided 1e-6
+    assert _critical_z(50) == pytest.approx(5.6120, abs=1e-4)  # two-sided 2e-8
+    assert _critical_z(0) == _critical_z(1)
