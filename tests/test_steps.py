@@ -93,7 +93,14 @@ def test_a_point_with_a_wide_interval_of_its_own_counts_less():
 
 def test_too_short_or_flat_series_have_nothing_to_say():
     assert find_steps([1.0, 2.0, 3.0], THRESHOLD).steps == ()
+    assert find_steps([1.0, 1.001, 1.0, 2.0, 2.001], THRESHOLD).steps == ()  # five: under 2 x MIN_SIZE
     assert find_steps([1.0] * 20, THRESHOLD).steps == ()
+    assert find_steps([5.0], THRESHOLD).levels == pytest.approx((5.0,)) and find_steps([], THRESHOLD).levels == ()
+
+
+def test_a_step_three_points_long_and_then_a_last_point_are_both_seen():
+    found = find_steps(series(24, 0.01, 5, {20: 1.3, 23: 1.25}), THRESHOLD)
+    assert [(s.index, s.status) for s in found.steps] == [(20, "confirmed"), (23, "suspected")]
 
 
 def test_each_point_s_level_is_its_segment_s_geometric_mean():
@@ -141,12 +148,17 @@ def test_a_short_series_shows_its_step_though_the_step_is_most_of_its_spread():
     assert [(s.index, s.status) for s in find_steps(medians, 0.01).steps] == [(3, "confirmed")]
 
 
-def test_a_step_below_the_threshold_between_its_neighbours_is_merged_away():
-    """A -4.4 % step at 19, then -5.4 % at 33: against everything after it the first reads -6 %, and binary
-    segmentation keeps it; between its neighbours it is under 5 %, and only the second stays."""
-    medians = series(40, 0.01, 814, {19: 0.9562, 33: 0.9462})
-    assert [(s.index, round(s.ratio, 2)) for s in find_steps(medians, THRESHOLD).steps] == [(33, 0.92)]
-    assert [s.index for s in find_steps(medians, 0.04).steps] == [19, 33]
+@pytest.mark.parametrize(("seed", "steps", "kept"), [
+    (814, {19: 0.9562, 33: 0.9462}, [(33, 0.92)]),  # the first of two
+    (87, {6: 1.1326, 20: 0.9477, 27: 0.9536}, [(6, 1.13), (20, 0.92)]),  # the last of three
+])
+def test_a_step_below_the_threshold_between_its_neighbours_is_merged_away(seed, steps, kept):
+    """Steps of under 5 % (-4.4 % at 19 of the first, -4.6 % at 27 of the second): against everything on its
+    far side each reads over 5 % and binary segmentation keeps it; between its neighbours it is under, and
+    the merge drops it (at 4 % every step stays)."""
+    medians = series(40, 0.01, seed, steps)
+    assert [(s.index, round(s.ratio, 2)) for s in find_steps(medians, THRESHOLD).steps] == kept
+    assert [s.index for s in find_steps(medians, 0.04).steps] == list(steps)
 
 
 def test_a_dip_just_before_a_step_is_an_outlier_not_a_step_of_its_own():
