@@ -51,10 +51,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     accepting.add_argument("commit", help="the step's commit (a prefix of its hash)")
     accepting.add_argument("--note", default="", help="why the step was meant")
     accepting.set_defaults(handler=run_accept)
-    for action in (adding, accepting, *(actions.choices[name] for name in ("show", "page"))):
+    for action in actions.choices.values():
         action.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"the history (default: {DEFAULT_STORE})")
-        action.add_argument("--repo", type=Path, default=Path("."),
-                            help="the git repository the commits belong to (default: the working directory)")
+        if action is not accepting:  # accept reads the store alone
+            action.add_argument("--repo", type=Path, default=Path("."),
+                                help="the git repository the commits belong to (default: the working directory)")
 
 
 def run_add(args: argparse.Namespace) -> int:
