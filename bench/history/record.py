@@ -4,7 +4,6 @@ medians with their intervals, made from an archbench run folder or from any pyte
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -13,7 +12,14 @@ import numpy as np
 
 from bench.history import git
 from bench.results.interval import median_interval
-from bench.results.rundir import REPORTS_DIR, RunError, load_device_rounds, load_results, resolve
+from bench.results.rundir import (
+    REPORTS_DIR,
+    RunError,
+    load_benchmark_json,
+    load_device_rounds,
+    load_results,
+    resolve,
+)
 
 FORMAT = 1
 METRICS = ("host", "device", "instructions")
@@ -64,19 +70,16 @@ def _figures(row: dict, device_rounds: np.ndarray | None) -> dict[str, dict]:
 def _rows_of_json(path: Path) -> tuple[list[dict], dict]:
     """A pytest-benchmark JSON file's benchmarks as rows (archbench's carry the whole row in extra_info), and
     its commit_info."""
-    try:
-        data = json.loads(path.read_text())
-        benchmarks, info, machine = data["benchmarks"], data.get("commit_info") or {}, data.get("machine_info") or {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RunError(f"{path}: not a pytest-benchmark JSON file ({type(err).__name__})") from None
+    benchmarks, data = load_benchmark_json(path)
+    info, machine = data.get("commit_info") or {}, data.get("machine_info") or {}
     rows = []
     for bench in benchmarks:
         extra, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
         if "case_id" in extra:  # archbench's: the whole row
             rows.append(extra)
             continue
-        data = stats.get("data") or []
-        interval = median_interval(data) if len(data) > 1 else None
+        samples = stats.get("data") or []
+        interval = median_interval(samples) if len(samples) > 1 else None
         rows.append({"case_id": bench.get("fullname", bench.get("name", "?")), "status": "ok",
                      "median_s": stats.get("median"), "rounds": stats.get("rounds"), "min_s": stats.get("min"),
                      "iqr_s": stats.get("iqr"),

@@ -228,11 +228,18 @@ def _rounds_of_cases(run_dir: RunDir) -> tuple[dict[str, np.ndarray], str]:
     return {case: rounds for case, (rounds, _, _) in files.items()}, "cuda" if "cuda" in devices else "cpu"
 
 
-def _rounds_of_benchmark_json(source: Path) -> tuple[dict[str, np.ndarray], str]:
+def load_benchmark_json(path: Path) -> tuple[list, dict]:
+    """A pytest-benchmark JSON file's benchmarks, and the whole file (its commit_info, machine_info); one line
+    naming the file and what failed when it is not one."""
     try:
-        benchmarks = json.loads(source.read_text())["benchmarks"]
+        data = json.loads(path.read_text())
+        return data["benchmarks"], data
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RunError(f"{source}: not a pytest-benchmark JSON file ({type(err).__name__})") from None
+        raise RunError(f"{path}: not a pytest-benchmark JSON file ({type(err).__name__})") from None
+
+
+def _rounds_of_benchmark_json(source: Path) -> tuple[dict[str, np.ndarray], str]:
+    benchmarks, _ = load_benchmark_json(source)
     rounds, device = {}, "cpu"
     for bench in benchmarks:
         if bench.get("extra_info", {}).get("device") == "cuda":
