@@ -84,22 +84,13 @@ def _history(args: argparse.Namespace):
     points = store.points()
     if points.empty:
         raise RunError(f"{args.store}: holds no runs (python -m bench history add RUN adds them)")
-    metric = {m: args.threshold / 100 for m in DEFAULT_THRESHOLDS} if args.threshold is not None else None
-    cases = []
-    for text in args.case_threshold:
-        pattern, equals, value = text.rpartition("=")
-        try:
-            re.compile(pattern)
-            cases.append((pattern, float(value) / 100))
-        except (re.error, ValueError):
-            pattern = ""
-        if not (equals and pattern):
-            raise RunError(f"--case-threshold {text}: expected RE=PCT, e.g. 'resnet50=8'")
+    metric = dict(DEFAULT_THRESHOLDS) if args.threshold is None else dict.fromkeys(DEFAULT_THRESHOLDS,
+                                                                                    args.threshold / 100)
     try:
         re.compile(args.case or "")
     except re.error as err:
         raise RunError(f"--case {args.case}: not a regular expression ({err})") from None
-    thresholds = Thresholds(metric, tuple(cases)) if metric else Thresholds(cases=tuple(cases))
+    thresholds = Thresholds(metric, tuple(_case_threshold(text) for text in args.case_threshold))
     since = None
     if args.since:
         known = points.loc[points["commit"].str.startswith(args.since), "order"].unique()
@@ -109,6 +100,19 @@ def _history(args: argparse.Namespace):
         asked = " ".join(f"--{key} {value}" for key, value in (("case", args.case), ("branch", args.branch)) if value)
         raise RunError(f"{args.store}: no runs match {asked}")
     return trends(selected, thresholds, store.accepted()), failing(selected, since), since
+
+
+def _case_threshold(text: str) -> tuple[str, float]:
+    """--case-threshold RE=PCT as (RE, threshold)."""
+    from bench.results.rundir import RunError
+
+    pattern, _, value = text.rpartition("=")  # no '=': an empty pattern, refused
+    try:
+        if pattern and re.compile(pattern):
+            return pattern, float(value) / 100
+    except (re.error, ValueError):
+        pass
+    raise RunError(f"--case-threshold {text}: expected RE=PCT, e.g. 'resnet50=8'")
 
 
 def run_show(args: argparse.Namespace) -> int:

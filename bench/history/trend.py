@@ -101,9 +101,9 @@ def trend(series: str, points: pd.DataFrame, threshold: float, accepted: set[tup
     found = find_steps(commits["value"].to_numpy(float), threshold, commits["halfwidth"].to_numpy(float))
     levels = np.asarray(found.levels)
     commits = commits.assign(level=levels, outlier=commits.index.isin(found.outliers))
-    confirmed = [step for step in found.steps if step.status == "confirmed"]
-    # The level now: the last confirmed one (a step at the very end is only suspected, and moves nothing yet).
-    now = float(levels[-1] if len(confirmed) == len(found.steps) else levels[found.steps[-1].index - 1])
+    # The level now: the last confirmed one (only the last step can be suspected, and it moves nothing yet).
+    last = found.steps[-1] if found.steps else None
+    now = float(levels[last.index - 1] if last and last.status == "suspected" else levels[-1])
     changes = []
     for step in found.steps:
         at = commits.iloc[step.index]
