@@ -1,25 +1,34 @@
 """FlashAttention-2 style fused attention in Triton, forward and backward.
 
-Forward: online softmax over key blocks in base 2 (scores pre-scaled by sm_scale * log2(e)), saving the
-log-sum-exp per query row. Backward: `delta = rowsum(dO * O)`, then either ("split", the default) one
-kernel per key block for dK and dV and one per query block for dQ, both recomputing the probabilities
-from the log-sum-exp (7 matmuls per block pair, no atomics), or ("single_pass", FlashAttention-2's)
-one kernel per key block that also adds each query block's share of dQ with fp32 atomics (5 matmuls).
-Blocks that need no mask (interior blocks, below the causal diagonal) run a loop compiled without masking.
+Forward: online softmax over key blocks in base 2 (the max taken on the raw scores, then one FMA a score
+with sm_scale * log2(e)), saving the log-sum-exp per query row. Backward: `delta = rowsum(dO * O)`, then
+either ("split", the default) one kernel per key block for dK and dV and one per query block for dQ, both
+recomputing the probabilities from the log-sum-exp (7 matmuls per block pair, no atomics), or
+("single_pass", FlashAttention-2's) one kernel per key block that also adds each query block's share of dQ
+into fp32 with atomics (5 matmuls). Blocks that need no mask (interior blocks, below the causal diagonal)
+run a loop compiled without masking. Tiles load through pointers, or through tensor descriptors (TMA) on
+Hopper where the strides allow (`Variant.descriptors`).
 
 Layout `(batch, heads, seq, head_dim)`; `causal=True` is SDPA's `is_causal=True` (top-left aligned).
+Host side: each call signature's launches are planned once and replayed (kernels/plans.py); under
+torch.compile the kernels are traced through `torch.library.triton_op`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import inspect
 import math
 import os
+from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
+
+from kernels.plans import Launch, Plans, dispatch, traced
 
 LOG2E = 1.4426950408889634
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -30,21 +39,50 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Switches for the kernel's Hopper changes, so that each can be timed against its other setting in one
+    process (kernels/hopper_ab.py). Defaults: what measurements chose, or the change where none exists yet
+    (kernels/README.md says which)."""
+
+    descriptors: bool = False  # tiles loaded through tensor descriptors (TMA) on sm_90+, where strides allow
+    heavy_first: bool = True  # causal grids ordered heaviest blocks first, heads fastest (LPT)
+    fma_scores: bool = True  # forward: the row max on the raw scores, then one FMA per score
+    warp_specialize: bool = False  # forward: Triton's automatic warp specialisation of the unmasked full loop
+    plans: bool = True  # eager calls replay a plan cached per call signature instead of the autotuner
+
+
+VARIANT = Variant()
+
+
+@contextlib.contextmanager
+def variant(**changes: bool) -> Iterator[Variant]:
+    """Run the block with some of the variant's switches changed (for A/B timing and tests)."""
+    global VARIANT
+    previous = VARIANT
+    VARIANT = dataclasses.replace(previous, **changes)
+    try:
+        yield VARIANT
+    finally:
+        VARIANT = previous
+
+
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) autotuning candidates for Hopper, by head dim (up to 64, or
-# 128), each compiling for sm_90 to wgmma without register spills, causal or not
-# (tests/test_flash_attention_compile.py). The forward keeps the winners of two tuning rounds on an H200
-# (reports/baselines/nvidia-h200/kernel_configs.json). The backward winners there spilled (up to 7.5 KB
-# at head dim 128): these are the nearest spill-free shapes found by compiling, 8 warps at 64 and 16- or
-# 64-row blocks at 128 (kernels/README.md has what that cost or gained). Forward and dQ walk key blocks
+# 128), chosen by time: the winners of two tuning rounds on an H200 (reports/baselines/nvidia-h200/
+# kernel_configs.json), whether they spill registers or not, beside the spill-free shapes that replaced the
+# spilling ones for a while (kernels/README.md has both measured). Spills are recorded by
+# tests/hopper_compile.py and kept within a budget there, not forbidden. Forward and dQ walk key blocks
 # inside a query block (BLOCK_M a multiple of BLOCK_N); dK/dV and the single pass the other way round.
 TUNED = {
     "fwd": {64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)],
-            128: [(128, 64, 8, 3), (128, 64, 8, 4), (128, 32, 8, 3)]},
-    "dkdv": {64: [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 8, 3)],
-             128: [(16, 64, 8, 2), (16, 64, 8, 4)]},
-    "dq": {64: [(128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 8, 2)],
-           128: [(64, 32, 4, 3), (64, 32, 4, 4), (64, 16, 4, 3)]},
-    "single_pass": {64: [(64, 64, 8, 3), (32, 128, 8, 3), (32, 64, 4, 3)], 128: [(16, 64, 8, 2)]},
+            128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)]},
+    "dkdv": {64: [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3)],
+             128: [(64, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3), (16, 64, 8, 2)]},
+    "dq": {64: [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3)],
+           128: [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)]},
+    # FlashAttention-3's backward tiles (64 queries streamed past 128 keys, 8 warps) beside the narrower ones
+    "single_pass": {64: [(64, 128, 8, 2), (64, 64, 8, 3), (32, 128, 8, 3)],
+                    128: [(64, 128, 8, 2), (64, 64, 8, 2), (16, 64, 8, 2)]},
 }
 # Per kernel, a config small enough for any CUDA GPU's shared memory (the single pass needs 8 warps not
 # to spill at head dim 128); also the one config for fp32 inputs, whose IEEE dot runs without tensor
@@ -112,8 +150,10 @@ def seqlen_bucket(seqlen: int) -> int:
     return max(16, triton.next_power_of_2(seqlen))
 
 
-# Keys of the autotuning cache (the bucketed lengths are arguments the kernels do not read).
-TUNING_KEY = ["bucket_q", "bucket_k", "HEAD_DIM", "CAUSAL"]
+# Keys of the autotuning cache (the bucketed lengths are arguments the kernels do not read); each kernel's
+# key is the names it takes, so that every variant is tuned, and cached on disk, apart.
+TUNING_KEY = ["bucket_q", "bucket_k", "HEAD_DIM", "CAUSAL", "ATOMIC_DQ", "DESC", "HEAVY_FIRST", "FMA_SCORES",
+              "WARP_SPECIALIZE"]
 # Autotuning results kept on disk between processes (Triton >= 3.2), so a second run times the same kernels.
 PERSIST = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
@@ -136,8 +176,49 @@ def _load_tile(ptrs, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, CHECK_ROWS: t
 
 
 @triton.jit
+def _rows(base, n_rows, s_row, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK: tl.constexpr,
+          DESC: tl.constexpr):
+    """One (batch, head)'s [n_rows, head_dim] rows to load tiles from: with DESC a tensor descriptor whose
+    [BLOCK, HEAD_DIM_PAD] tiles read rows and columns out of bounds as zeros, else the base pointer."""
+    if DESC:
+        source = tl.make_tensor_descriptor(base, shape=[n_rows, HEAD_DIM], strides=[s_row, 1],
+                                           block_shape=[BLOCK, HEAD_DIM_PAD])
+    else:
+        source = base
+    return source
+
+
+@triton.jit
+def _tile(source, start, rows, n_rows, s_row, s_d, offs_d, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr,
+          EVEN_D: tl.constexpr, DESC: tl.constexpr):
+    """The tile of rows [start, start + len(rows)) from `_rows`' source (masked as `_load_tile` says)."""
+    if DESC:
+        tile = source.load([start, 0])
+    else:
+        tile = _load_tile(source + rows[:, None] * s_row + offs_d[None, :] * s_d, rows, n_rows, offs_d, HEAD_DIM,
+                          CHECK_ROWS, EVEN_D)
+    return tile
+
+
+@triton.jit
 def _store_tile(ptrs, tile, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr):
     tl.store(ptrs, tile, mask=(rows < n_rows)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _block_and_head(HEAVY_FIRST: tl.constexpr, HEAVY_LAST_BLOCKS: tl.constexpr):
+    """This program's block along the sequence and its batch x head index. HEAVY_FIRST grids are
+    (batch x heads, blocks): the GPU starts every head's block 0 before any head's block 1, and with
+    HEAVY_LAST_BLOCKS block 0 is the sequence's last (under a causal mask, the longest query block)."""
+    if HEAVY_FIRST:
+        block = tl.program_id(1)
+        if HEAVY_LAST_BLOCKS:
+            block = tl.num_programs(1) - 1 - block
+        off_hz = tl.program_id(0)
+    else:
+        block = tl.program_id(0)
+        off_hz = tl.program_id(1)
+    return block, off_hz
 
 
 @triton.jit
@@ -156,26 +237,30 @@ def _key_blocks(start_m, seqlen_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, 
 
 
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
+def _attn_fwd_inner(acc, l_i, m_i, q, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
                     seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+                    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, DESC: tl.constexpr,
+                    FMA_SCORES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, BLOCK_N: tl.constexpr):
     """Online softmax over key blocks [lo, hi); MASK compiles in the key-tail and causal masks."""
-    for start_n in range(lo, hi, BLOCK_N):
+    for start_n in tl.range(lo, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE and not MASK):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_tile(k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd, offs_n, seqlen_k, offs_d,
-                       HEAD_DIM, MASK, EVEN_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        k = _tile(k_src, start_n, offs_n, seqlen_k, s_kn, s_kd, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if MASK:
             keep = offs_n[None, :] < seqlen_k
             if CAUSAL:
                 keep = keep & (offs_n[None, :] <= offs_m[:, None])
             qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.exp2(qk - m_new[:, None])
+        if FMA_SCORES:  # scaling commutes with the max (qk_scale > 0): one FMA a score inside exp2
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.exp2(qk * qk_scale - m_new[:, None])
+        else:
+            qk = qk * qk_scale
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.exp2(qk - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd, offs_n, seqlen_k, offs_d,
-                       HEAD_DIM, MASK, EVEN_D)
+        v = _tile(v_src, start_n, offs_n, seqlen_k, s_vn, s_vd, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -187,28 +272,30 @@ def _attn_fwd(Q, K, V, Out, LSE,
               s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
               n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale,
               HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-              DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_m = tl.program_id(0) * BLOCK_M
-    off_hz = tl.program_id(1)
+              DOT_PRECISION: tl.constexpr, DESC: tl.constexpr, HEAVY_FIRST: tl.constexpr,
+              FMA_SCORES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr):
+    block, off_hz = _block_and_head(HEAVY_FIRST, True)
+    start_m = block * BLOCK_M
     off_z = (off_hz // n_heads).to(tl.int64)
     off_h = (off_hz % n_heads).to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    q = _load_tile(Q + off_z * s_qz + off_h * s_qh + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd,
-                   offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
-    k_base = K + off_z * s_kz + off_h * s_kh
-    v_base = V + off_z * s_vz + off_h * s_vh
+    q_src = _rows(Q + off_z * s_qz + off_h * s_qh, seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    q = _tile(q_src, start_m, offs_m, seqlen_q, s_qm, s_qd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
+    k_src = _rows(K + off_z * s_kz + off_h * s_kh, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    v_src = _rows(V + off_z * s_vz + off_h * s_vh, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     unmasked_hi, masked_hi = _key_blocks(start_m, seqlen_k, CAUSAL, BLOCK_M, BLOCK_N)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                                     0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False,
-                                    DOT_PRECISION, BLOCK_N)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                                    DOT_PRECISION, DESC, FMA_SCORES, WARP_SPECIALIZE, BLOCK_N)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                                     unmasked_hi, masked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True,
-                                    DOT_PRECISION, BLOCK_N)
+                                    DOT_PRECISION, DESC, FMA_SCORES, WARP_SPECIALIZE, BLOCK_N)
     out = acc / l_i[:, None]
     out_base = Out + off_hz.to(tl.int64) * seqlen_q * HEAD_DIM
     _store_tile(out_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], out.to(Out.dtype.element_ty),
@@ -217,9 +304,10 @@ def _attn_fwd(Q, K, V, Out, LSE,
 
 
 @triton.jit
-def _attn_bwd_preprocess(Out, DO, Delta, seqlen_q, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-                         BLOCK_M: tl.constexpr):
-    """delta = rowsum(dO * O), per query row; O and dO are contiguous."""
+def _attn_bwd_preprocess(Out, DO, Delta, DQ_ACC, seqlen_q, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                         ZERO_DQ: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta = rowsum(dO * O), per query row (O and dO contiguous); with ZERO_DQ also zero the single pass's
+    fp32 dQ sums of the same rows, which saves a launch."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     off_hz = tl.program_id(1).to(tl.int64)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
@@ -228,22 +316,41 @@ def _attn_bwd_preprocess(Out, DO, Delta, seqlen_q, HEAD_DIM: tl.constexpr, HEAD_
     o = tl.load(Out + offs, mask=mask, other=0.0).to(tl.float32)
     do = tl.load(DO + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(Delta + off_hz * seqlen_q + offs_m, tl.sum(o * do, axis=1), mask=offs_m < seqlen_q)
+    if ZERO_DQ:
+        tl.store(DQ_ACC + offs, tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32), mask=mask)
 
 
 @triton.jit
-def _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, lse_base, delta_base, offs_n, offs_d,
+def _attn_bwd_dq_cast(DQ_ACC, DQ, n, sm_scale, BLOCK: tl.constexpr):
+    """The single pass's dQ: its fp32 sums times sm_scale, in the inputs' dtype (one launch, not two)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    dq = tl.load(DQ_ACC + offs, mask=offs < n) * sm_scale
+    tl.store(DQ + offs, dq.to(DQ.dtype.element_ty), mask=offs < n)
+
+
+@triton.jit
+def _add_dq(dq_dst, dq, start_m, offs_m, seqlen_q, offs_d, HEAD_DIM: tl.constexpr, DESC: tl.constexpr):
+    """Add a query block's share of dQ into the fp32 sums: a tensor descriptor's atomic add (Hopper's TMA
+    reduce-add, from shared memory) or one fp32 atomic per element."""
+    if DESC:
+        dq_dst.atomic_add([start_m, 0], dq)
+    else:
+        tl.atomic_add(dq_dst + offs_m[:, None] * HEAD_DIM + offs_d[None, :], dq,
+                      mask=(offs_m < seqlen_q)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, lse_base, delta_base, offs_n, offs_d,
                        lo, hi, seqlen_q, seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
                        CAUSAL: tl.constexpr, MASK: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                       DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+                       DOT_PRECISION: tl.constexpr, DESC: tl.constexpr, BLOCK_M: tl.constexpr):
     """Accumulate dK and dV of one key block over query blocks [lo, hi); with ATOMIC_DQ also add each query
-    block's share of dQ (fp32 atomics). Padded query rows load as zeros and contribute nothing, so MASK
-    only bounds the loads and applies the causal mask."""
+    block's share of dQ. Padded query rows load as zeros and contribute nothing, so MASK only bounds the
+    loads and applies the causal mask."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = _load_tile(q_base + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd, offs_m, seqlen_q, offs_d,
-                       HEAD_DIM, MASK, EVEN_D)
-        do = _load_tile(do_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], offs_m, seqlen_q, offs_d,
-                        HEAD_DIM, MASK, EVEN_D)
+        q = _tile(q_src, start_m, offs_m, seqlen_q, s_qm, s_qd, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
+        do = _tile(do_src, start_m, offs_m, seqlen_q, HEAD_DIM, 1, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
         if MASK:
             lse = tl.load(lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
             delta = tl.load(delta_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
@@ -266,8 +373,7 @@ def _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, lse_b
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
         if ATOMIC_DQ:
             dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=DOT_PRECISION)
-            tl.atomic_add(dq_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], dq,
-                          mask=(offs_m < seqlen_q)[:, None] & (offs_d < HEAD_DIM)[None, :])
+            _add_dq(dq_dst, dq, start_m, offs_m, seqlen_q, offs_d, HEAD_DIM, DESC)
     return dk, dv
 
 
@@ -276,45 +382,49 @@ def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
                  s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
                  n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                 ATOMIC_DQ: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                 BLOCK_N: tl.constexpr):
-    """One program per key block: dK and dV, and with ATOMIC_DQ the fp32 sums of dQ in DQ_ACC (the caller
-    multiplies them by sm_scale). K is not pre-scaled by sm_scale * log2(e), as Triton's tutorial does: the
-    scale is free inside exp2's FMA, and a pre-rounded K makes the recomputed scores drift from the
-    forward's (dQ error 3.6e-5 against PyTorch's 6.6e-7 in fp32 on the test with very negative scores)."""
-    start_n = tl.program_id(0) * BLOCK_N
-    off_hz = tl.program_id(1)
+                 ATOMIC_DQ: tl.constexpr, DOT_PRECISION: tl.constexpr, DESC: tl.constexpr,
+                 HEAVY_FIRST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per key block: dK and dV, and with ATOMIC_DQ the fp32 sums of dQ in DQ_ACC (zeroed by
+    the preprocessing kernel; the cast multiplies them by sm_scale). K is not pre-scaled by
+    sm_scale * log2(e), as Triton's tutorial does: the scale is free inside exp2's FMA, and a pre-rounded K
+    makes the recomputed scores drift from the forward's (dQ error 3.6e-5 against PyTorch's 6.6e-7 in fp32
+    on the test with very negative scores). Under a causal mask the first key blocks are the heaviest."""
+    block, off_hz = _block_and_head(HEAVY_FIRST, False)
+    start_n = block * BLOCK_N
     off_z = (off_hz // n_heads).to(tl.int64)
     off_h = (off_hz % n_heads).to(tl.int64)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    k = _load_tile(K + off_z * s_kz + off_h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd,
-                   offs_n, seqlen_k, offs_d, HEAD_DIM, True, EVEN_D)
-    v = _load_tile(V + off_z * s_vz + off_h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd,
-                   offs_n, seqlen_k, offs_d, HEAD_DIM, True, EVEN_D)
-    q_base = Q + off_z * s_qz + off_h * s_qh
+    k_src = _rows(K + off_z * s_kz + off_h * s_kh, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    v_src = _rows(V + off_z * s_vz + off_h * s_vh, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    k = _tile(k_src, start_n, offs_n, seqlen_k, s_kn, s_kd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
+    v = _tile(v_src, start_n, offs_n, seqlen_k, s_vn, s_vd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
     row_base = off_hz.to(tl.int64) * seqlen_q
-    do_base = DO + row_base * HEAD_DIM
-    dq_base = DQ_ACC + row_base * HEAD_DIM
+    q_src = _rows(Q + off_z * s_qz + off_h * s_qh, seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    do_src = _rows(DO + row_base * HEAD_DIM, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    dq_dst = DQ_ACC + row_base * HEAD_DIM
+    if ATOMIC_DQ:
+        dq_dst = _rows(dq_dst, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     full_q = (seqlen_q // BLOCK_M) * BLOCK_M
     if CAUSAL:  # queries before this key block never see it; those past its diagonal see all of it
         diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)
-        dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+        dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, LSE + row_base,
                                     Delta + row_base, offs_n, offs_d, start_n, diag_hi, seqlen_q, seqlen_k,
-                                    qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ, DOT_PRECISION, BLOCK_M)
+                                    qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ, DOT_PRECISION, DESC,
+                                    BLOCK_M)
         unmasked_lo = start_n + BLOCK_N
     else:
         unmasked_lo = 0
-    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, LSE + row_base,
                                 Delta + row_base, offs_n, offs_d, unmasked_lo, full_q, seqlen_q, seqlen_k,
-                                qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, ATOMIC_DQ, DOT_PRECISION, BLOCK_M)
-    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_base, s_qm, s_qd, do_base, dq_base, LSE + row_base,
+                                qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, ATOMIC_DQ, DOT_PRECISION, DESC, BLOCK_M)
+    dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, LSE + row_base,
                                 Delta + row_base, offs_n, offs_d, tl.maximum(unmasked_lo, full_q), seqlen_q,
                                 seqlen_q, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ,
-                                DOT_PRECISION, BLOCK_M)
+                                DOT_PRECISION, DESC, BLOCK_M)
     grad_base = off_hz.to(tl.int64) * seqlen_k * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     _store_tile(DK + grad_base, (dk * sm_scale).to(DK.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
     _store_tile(DV + grad_base, dv.to(DV.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM)
@@ -322,25 +432,24 @@ def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
 
 # One kernel, two autotuners: the split backward's dK/dV, and the single pass that also sums dQ (zeroed
 # before each autotuning trial). ATOMIC_DQ is in the key so that their disk caches never mix.
-_attn_bwd_dkdv = triton.autotune(configs=_configs("dkdv"), key=TUNING_KEY + ["ATOMIC_DQ"],
-                                 prune_configs_by=_pruner("dkdv"), **PERSIST)(_attn_bwd_kv)
-_attn_bwd_single = triton.autotune(configs=_configs("single_pass"), key=TUNING_KEY + ["ATOMIC_DQ"],
+_attn_bwd_dkdv = triton.autotune(configs=_configs("dkdv"), key=TUNING_KEY, prune_configs_by=_pruner("dkdv"),
+                                 **PERSIST)(_attn_bwd_kv)
+_attn_bwd_single = triton.autotune(configs=_configs("single_pass"), key=TUNING_KEY,
                                    prune_configs_by=_pruner("single_pass"), reset_to_zero=["DQ_ACC"],
                                    **PERSIST)(_attn_bwd_kv)
 
 
 @triton.jit
-def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d, lo, hi,
                        seqlen_k, qk_scale, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                       MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+                       MASK: tl.constexpr, DOT_PRECISION: tl.constexpr, DESC: tl.constexpr,
+                       BLOCK_N: tl.constexpr):
     """Accumulate dQ of one query block over key blocks [lo, hi). Padded keys load as zeros, so their
     probability exp2(-lse) is masked to 0: for a row with very negative scores it is inf, and inf * 0 = NaN."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_tile(k_base + offs_n[:, None] * s_kn + offs_d[None, :] * s_kd, offs_n, seqlen_k, offs_d,
-                       HEAD_DIM, MASK, EVEN_D)
-        v = _load_tile(v_base + offs_n[:, None] * s_vn + offs_d[None, :] * s_vd, offs_n, seqlen_k, offs_d,
-                       HEAD_DIM, MASK, EVEN_D)
+        k = _tile(k_src, start_n, offs_n, seqlen_k, s_kn, s_kd, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
+        v = _tile(v_src, start_n, offs_n, seqlen_k, s_vn, s_vd, offs_d, HEAD_DIM, MASK, EVEN_D, DESC)
         p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None])
         if MASK:
             keep = offs_n[None, :] < seqlen_k
@@ -359,31 +468,33 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
                  s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
                  n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_m = tl.program_id(0) * BLOCK_M
-    off_hz = tl.program_id(1)
+                 DOT_PRECISION: tl.constexpr, DESC: tl.constexpr, HEAVY_FIRST: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    block, off_hz = _block_and_head(HEAVY_FIRST, True)
+    start_m = block * BLOCK_M
     off_z = (off_hz // n_heads).to(tl.int64)
     off_h = (off_hz % n_heads).to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     row_base = off_hz.to(tl.int64) * seqlen_q
-    q = _load_tile(Q + off_z * s_qz + off_h * s_qh + offs_m[:, None] * s_qm + offs_d[None, :] * s_qd,
-                   offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
-    rows = row_base * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-    do = _load_tile(DO + rows, offs_m, seqlen_q, offs_d, HEAD_DIM, True, EVEN_D)
+    q_src = _rows(Q + off_z * s_qz + off_h * s_qh, seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    q = _tile(q_src, start_m, offs_m, seqlen_q, s_qm, s_qd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
+    do_src = _rows(DO + row_base * HEAD_DIM, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    do = _tile(do_src, start_m, offs_m, seqlen_q, HEAD_DIM, 1, offs_d, HEAD_DIM, True, EVEN_D, DESC)
     lse = tl.load(LSE + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     delta = tl.load(Delta + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
-    k_base = K + off_z * s_kz + off_h * s_kh
-    v_base = V + off_z * s_vz + off_h * s_vh
+    k_src = _rows(K + off_z * s_kz + off_h * s_kh, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    v_src = _rows(V + off_z * s_vz + off_h * s_vh, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     unmasked_hi, masked_hi = _key_blocks(start_m, seqlen_k, CAUSAL, BLOCK_M, BLOCK_N)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                             0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, DOT_PRECISION,
-                            BLOCK_N)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+                            DESC, BLOCK_N)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                             unmasked_hi, masked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True,
-                            DOT_PRECISION, BLOCK_N)
+                            DOT_PRECISION, DESC, BLOCK_N)
+    rows = row_base * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     _store_tile(DQ + rows, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM)
 
 
@@ -399,72 +510,199 @@ AUTOTUNED = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq, "sing
 # The constexprs that tell the two uses of the key-block backward kernel apart.
 FIXED_CONSTEXPRS = {"dkdv": {"ATOMIC_DQ": False}, "single_pass": {"ATOMIC_DQ": True}}
 BACKWARDS = {"split": ("dkdv", "dq"), "single_pass": ("single_pass",)}  # each backward's kernels
+PREPROCESS_ROWS = 64  # query rows per program of the preprocessing kernel
+CAST_BLOCK = 1024  # elements per program of the single pass's dQ cast
+
+
+@functools.cache
+def constexprs(kernel: str, dtype: torch.dtype, head_dim: int, causal: bool, variant: Variant,
+               descriptors: bool) -> dict:
+    """The constexprs the caller sets for one of AUTOTUNED's kernels (the config sets the blocks): those
+    of the shape, the kernel's fixed ones and the variant's, each kernel taking the names it declares."""
+    every = {**shape_constexprs(dtype, head_dim, causal), **FIXED_CONSTEXPRS.get(kernel, {}),
+             "DESC": descriptors, "HEAVY_FIRST": causal and variant.heavy_first,
+             "FMA_SCORES": variant.fma_scores, "WARP_SPECIALIZE": variant.warp_specialize and not causal}
+    names = AUTOTUNED[kernel].fn.arg_names
+    return {name: value for name, value in every.items() if name in names}
+
+
+@functools.cache
+def _hopper(device: torch.device) -> bool:
+    return device.type == "cpu" or torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def _scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    """Global memory Triton asks for at launch: where device-side tensor descriptors are built."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _descriptors(*tensors: torch.Tensor) -> bool:
+    """Whether the variant loads through tensor descriptors and these tensors allow it: Hopper or newer (or
+    the interpreter), rows of contiguous elements, 16-byte aligned bases and strides. Eager calls only:
+    torch.compile traces fake tensors, whose alignment is unknown, so compiled graphs load through pointers."""
+    if not VARIANT.descriptors or not _hopper(tensors[0].device):
+        return False
+    size = tensors[0].element_size()
+    usable = all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(s * size % 16 == 0 for s in t.stride()[:-1])
+                 for t in tensors)
+    if usable and tensors[0].is_cuda:
+        triton.set_allocator(_scratch)  # per thread (a context variable): autograd runs the backward in its own
+    return usable
+
+
+def _blocks(n: int, block: str, batch_heads: int, heavy_first: bool):
+    """A grid over n rows in blocks of meta[block] by batch x heads, heads first under HEAVY_FIRST."""
+    def grid(meta: dict) -> tuple[int, int]:
+        blocks = triton.cdiv(n, meta[block])
+        return (batch_heads, blocks) if heavy_first else (blocks, batch_heads)
+
+    return grid
+
+
+def _kernel_launch(name: str, grid_rows: int, block: str, args: tuple, q: torch.Tensor, causal: bool,
+                   descriptors: bool) -> Launch:
+    """A launch of one of AUTOTUNED's kernels over grid_rows rows, in blocks of the config's `block`."""
+    fixed = constexprs(name, q.dtype, q.shape[-1], causal, VARIANT, descriptors)
+    grid = _blocks(grid_rows, block, q.shape[0] * q.shape[1], fixed.get("HEAVY_FIRST", False))
+    return Launch(name, AUTOTUNED[name], grid, args, fixed)
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
+             run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output and base-2 log-sum-exp of the forward, its launch handed to `run`."""
+    batch, heads, seqlen_q, _ = q.shape
+    seqlen_k = k.shape[2]
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch * heads, seqlen_q), dtype=torch.float32, device=q.device)
+    args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k,
+            seqlen_bucket(seqlen_q), seqlen_bucket(seqlen_k), sm_scale * LOG2E)
+    run([_kernel_launch("fwd", seqlen_q, "BLOCK_M", args, q, causal, run is not traced and _descriptors(q, k, v))])
+    return out, lse
+
+
+def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+              lse: torch.Tensor, causal: bool, sm_scale: float, backward: str,
+              run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv from a contiguous output gradient, the backward's launches handed to `run`."""
+    batch, heads, seqlen_q, head_dim = q.shape
+    seqlen_k = k.shape[2]
+    shape = shape_constexprs(q.dtype, head_dim, causal)
+    single = backward == "single_pass"
+    delta = torch.empty_like(lse)
+    dq_sums = torch.empty(q.shape, dtype=torch.float32, device=q.device) if single else delta
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    preprocess_grid = (triton.cdiv(seqlen_q, PREPROCESS_ROWS), batch * heads)
+    launches = [Launch("preprocess", _attn_bwd_preprocess, lambda meta: preprocess_grid,
+                       (out, grad_out, delta, dq_sums, seqlen_q),
+                       {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": shape["HEAD_DIM_PAD"], "ZERO_DQ": single,
+                        "BLOCK_M": PREPROCESS_ROWS})]
+    strides = (*q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k, seqlen_bucket(seqlen_q),
+               seqlen_bucket(seqlen_k), sm_scale * LOG2E, sm_scale)
+    descriptors = run is not traced and _descriptors(q, k, v, grad_out)
+    if single:
+        elements = dq.numel()
+        launches += [
+            _kernel_launch("single_pass", seqlen_k, "BLOCK_N", (q, k, v, grad_out, dk, dv, dq_sums, lse, delta,
+                                                                *strides), q, causal, descriptors),
+            Launch("cast", _attn_bwd_dq_cast, lambda meta: (triton.cdiv(elements, CAST_BLOCK),),
+                   (dq_sums, dq, elements, sm_scale), {"BLOCK": CAST_BLOCK})]
+    else:  # lse stands in for dK/dV's unused DQ_ACC
+        launches += [
+            _kernel_launch("dkdv", seqlen_k, "BLOCK_N", (q, k, v, grad_out, dk, dv, lse, lse, delta, *strides), q,
+                           causal, descriptors),
+            _kernel_launch("dq", seqlen_q, "BLOCK_M", (q, k, v, grad_out, dq, lse, delta, *strides), q, causal,
+                           descriptors)]
+    run(launches)
+    return dq, dk, dv
+
+
+PLANS = Plans()
+
+
+def _eager(kind: str, key: tuple):
+    """How an eager call launches: replaying its signature's plan, or (variant `plans` off) Triton's path."""
+    return functools.partial(PLANS.run, kind, (key, VARIANT)) if VARIANT.plans else dispatch
 
 
 def forget_configs() -> None:
-    """Clear what `last_configs` reports, before a new case."""
+    """Forget the planned launches and what `last_configs` reports, before a new case (or new configs)."""
+    PLANS.clear()
     for kernel in AUTOTUNED.values():
         kernel.best_config = None
 
 
 def last_configs() -> dict[str, str]:
-    """The config each kernel last ran with (autotuned, or read from the cache), by kernel."""
-    return {name: str(kernel.best_config) for name, kernel in AUTOTUNED.items()
-            if getattr(kernel, "best_config", None) is not None}
+    """The config each autotuned kernel last ran with (tuned, or read from the cache), by kernel."""
+    planned = {step.name: step.config for steps in PLANS.last.values() for step in steps if step.config}
+    tuned = {name: str(kernel.best_config) for name, kernel in AUTOTUNED.items()
+             if getattr(kernel, "best_config", None) is not None}
+    return {**tuned, **planned}
 
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, sm_scale: float, backward: str):
-        batch, heads, seqlen_q, _ = q.shape
-        seqlen_k = k.shape[2]
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        lse = torch.empty((batch * heads, seqlen_q), dtype=torch.float32, device=q.device)
-        shape = shape_constexprs(q.dtype, q.shape[-1], causal)
-
-        def grid(meta):
-            return triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads
-
-        _attn_fwd[grid](q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k,
-                        seqlen_bucket(seqlen_q), seqlen_bucket(seqlen_k), sm_scale * LOG2E, **shape)
+    def forward(ctx, q, k, v, causal: bool, sm_scale: float, backward: str, key: tuple):
+        out, lse = _forward(q, k, v, causal, sm_scale, _eager("fwd", key))
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.sm_scale, ctx.backward = causal, sm_scale, backward
+        ctx.causal, ctx.sm_scale, ctx.backward, ctx.key = causal, sm_scale, backward, key
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        batch, heads, seqlen_q, head_dim = q.shape
-        seqlen_k = k.shape[2]
         grad_out = grad_out.contiguous()
-        shape = shape_constexprs(q.dtype, head_dim, ctx.causal)
-        delta = torch.empty_like(lse)
-        rows_per_block = 64
-        _attn_bwd_preprocess[(triton.cdiv(seqlen_q, rows_per_block), batch * heads)](
-            out, grad_out, delta, seqlen_q, head_dim, shape["HEAD_DIM_PAD"], rows_per_block)
-
-        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-        args = (*q.stride(), *k.stride(), *v.stride(), heads, seqlen_q, seqlen_k, seqlen_bucket(seqlen_q),
-                seqlen_bucket(seqlen_k), ctx.sm_scale * LOG2E, ctx.sm_scale)
-
-        def key_blocks(meta):
-            return triton.cdiv(seqlen_k, meta["BLOCK_N"]), batch * heads
-
-        if ctx.backward == "single_pass":
-            dq_sums = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-            _attn_bwd_single[key_blocks](q, k, v, grad_out, dk, dv, dq_sums, lse, delta, *args, **shape,
-                                         **FIXED_CONSTEXPRS["single_pass"])
-            return (dq_sums * ctx.sm_scale).to(q.dtype), dk, dv, None, None, None
-        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        _attn_bwd_dkdv[key_blocks](q, k, v, grad_out, dk, dv, lse, lse, delta, *args, **shape,
-                                   **FIXED_CONSTEXPRS["dkdv"])  # lse stands in for the unused DQ_ACC
-        _attn_bwd_dq[lambda meta: (triton.cdiv(seqlen_q, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_out, dq, lse, delta, *args, **shape)
-        return dq, dk, dv, None, None, None
+        key = (ctx.key, ctx.backward, grad_out.data_ptr() % 16 == 0)
+        dq, dk, dv = _backward(grad_out, q, k, v, out, lse, ctx.causal, ctx.sm_scale, ctx.backward,
+                               _eager("bwd", key))
+        return dq, dk, dv, None, None, None, None
 
 
-def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float | None) -> None:
+@torch.library.triton_op("archbench::flash_attention", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
+                  backward: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward as torch.compile sees it, its kernel traced through wrap_triton: output and log-sum-exp
+    (`backward` is there for the backward's context)."""
+    return _forward(q, k, v, causal, sm_scale, traced)
+
+
+@torch.library.triton_op("archbench::flash_attention_backward", mutates_args=())
+def _attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           out: torch.Tensor, lse: torch.Tensor, causal: bool, sm_scale: float,
+                           backward: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(grad_out.contiguous(), q, k, v, out, lse, causal, sm_scale, backward, traced)
+
+
+def _setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    q, k, v, causal, sm_scale, backward = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.causal, ctx.sm_scale, ctx.backward = causal, sm_scale, backward
+
+
+def _op_backward(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor | None):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.archbench.flash_attention_backward(grad_out, q, k, v, out, lse, ctx.causal,
+                                                              ctx.sm_scale, ctx.backward)
+    return dq, dk, dv, None, None, None
+
+
+_attention_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+# Shapes for Dynamo's fake tensors. torch.compile's own tracing sees the kernels through wrap_triton; under
+# Triton's interpreter wrap_triton hands back the bare kernel, which fake tensors cannot run.
+@_attention_op.register_fake
+def _(q, k, v, causal, sm_scale, backward):
+    return torch.empty_like(q), q.new_empty((q.shape[0] * q.shape[1], q.shape[2]), dtype=torch.float32)
+
+
+@_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, causal, sm_scale, backward):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """Raise ValueError, before any launch, for inputs the kernels do not handle."""
     tensors = {"q": q, "k": k, "v": v}
     for name, t in tensors.items():
@@ -490,8 +728,15 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: f
         raise ValueError(f"head_dim {head_dim} is not supported; use a multiple of 8 up to {MAX_HEAD_DIM}")
     if min(q.shape) == 0 or k.shape[2] == 0:
         raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
-        raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
+
+
+_SEEN: set[tuple] = set()  # call signatures whose inputs passed _check_inputs
+
+
+def _signature(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+    """What a plan depends on: shapes, strides, dtypes, devices, and 16-byte alignment (Triton compiles
+    kernels specialised to it); and whether the interpreter runs, which decides if CPU tensors are valid."""
+    return (*((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16 == 0) for t in (q, k, v)), _interpreting())
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -502,9 +747,19 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     sequence lengths (seqlen_q may differ from seqlen_k), head_dim a multiple of 8 up to 128, any strides.
     `sm_scale` defaults to 1/sqrt(head_dim). `backward` is "split" (dK/dV and dQ in two kernels) or
     "single_pass" (FlashAttention-2's, dQ summed with atomics). Raises ValueError for anything else.
+    Under torch.compile it is the `archbench::flash_attention` operator, which graphs can hold.
     """
-    _check_inputs(q, k, v, sm_scale)
     if backward not in BACKWARDS:
         raise ValueError(f"backward {backward!r} is not one of {', '.join(BACKWARDS)}")
+    if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
+        raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
+    compiling = torch.compiler.is_compiling()
+    key = None if compiling or not all(isinstance(t, torch.Tensor) for t in (q, k, v)) else _signature(q, k, v)
+    if key not in _SEEN:
+        _check_inputs(q, k, v)
+        if key is not None:
+            _SEEN.add(key)
     scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return _FlashAttention.apply(q, k, v, bool(causal), scale, backward)
+    if compiling:
+        return torch.ops.archbench.flash_attention(q, k, v, bool(causal), scale, backward)[0]
+    return _FlashAttention.apply(q, k, v, bool(causal), scale, backward, key + (bool(causal),))

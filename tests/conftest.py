@@ -32,8 +32,23 @@ def _interpreter_dot_reads_bfloat16() -> None:
     interpreter.InterpreterBuilder.create_dot = create_dot
 
 
+def _interpreter_adds_through_descriptors() -> None:
+    """Triton's interpreter loads and stores through tensor descriptors but has no descriptor atomics (3.8:
+    no `create_descriptor_reduce`). Add one for `add`: the descriptor's in-bounds elements, by pointer."""
+    from triton._C.libtriton import ir
+    from triton.runtime import interpreter
+
+    def create_descriptor_reduce(self, kind, desc, value, indices):
+        assert kind == ir.DESCRIPTOR_REDUCE_KIND.ADD, f"only atomic add is emulated, not {kind}"
+        ptrs, mask = desc.materialize_pointers(indices)
+        return self.create_atomic_rmw(ir.ATOMIC_OP.FADD, ptrs, value, mask, ir.MEM_SEMANTIC.RELAXED, None)
+
+    interpreter.InterpreterBuilder.create_descriptor_reduce = create_descriptor_reduce
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_dot_reads_bfloat16()
+    _interpreter_adds_through_descriptors()
 
 
 ROLES = {path.parent.name for path in Path(__file__).parents[1].glob("bench/*/__init__.py")}  # bench's subpackages

@@ -11,6 +11,7 @@ preset's Triton cases would: the pruned configs of each kernel for each (dtype, 
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -39,10 +40,14 @@ SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 REGISTERS = re.compile(r"Used (\d+) registers")
 
 
-def compile_one(name: str, config: triton.Config, dtype: str, head_dim: int, causal: bool) -> dict:
+def compile_one(name: str, config: triton.Config, dtype: str, head_dim: int, causal: bool,
+                changes: tuple[str, ...] = ()) -> dict:
+    """Compile one config of one kernel, with the default variant or the switches named in `changes` flipped
+    (`descriptors` turns tensor-descriptor loads on)."""
     fn = attention.AUTOTUNED[name].fn
-    constexprs = {**attention.shape_constexprs(TORCH_DTYPE[dtype], head_dim, causal),
-                  **attention.FIXED_CONSTEXPRS.get(name, {}), **config.kwargs}
+    variant = dataclasses.replace(attention.Variant(), **{c: not getattr(attention.VARIANT, c) for c in changes})
+    constexprs = {**attention.constexprs(name, TORCH_DTYPE[dtype], head_dim, causal, variant, variant.descriptors),
+                  **config.kwargs}
     signature = {}
     for arg in fn.arg_names:
         if arg in constexprs:
@@ -62,8 +67,11 @@ def compile_one(name: str, config: triton.Config, dtype: str, head_dim: int, cau
     spills = [sum(map(int, m)) for m in SPILLS.findall(log.getvalue())]
     registers = [int(r) for r in REGISTERS.findall(log.getvalue())]
     return {"kernel": name, "config": str(config), "dtype": dtype, "head_dim": head_dim, "causal": causal,
+            "variant": ",".join(changes) or "default",
             "seconds": round(seconds, 2), "shared": compiled.metadata.shared,
-            "wgmma": "wgmma" in compiled.asm["ptx"], "registers": max(registers, default=None),
+            "wgmma": "wgmma" in compiled.asm["ptx"], "tma": "cp.async.bulk.tensor" in compiled.asm["ptx"],
+            "tma_reduce": "cp.reduce.async.bulk.tensor" in compiled.asm["ptx"],
+            "registers": max(registers, default=None),
             "spill_bytes": sum(spills) if spills else None}
 
 
@@ -82,8 +90,23 @@ def every_config_jobs() -> list[tuple]:
             for c in configs for causal in (False, True)]
     jobs += [(name, attention._config(*attention.FALLBACK[name]), dtype, 128, True)
              for name in attention.AUTOTUNED for dtype in ("bfloat16", "float32")]
-    return jobs + [(name, config, "float16", 40, False) for name in attention.AUTOTUNED
-                   for config in pruned(name, "float16", 40)]
+    jobs += [(name, config, "float16", 40, False) for name in attention.AUTOTUNED
+             for config in pruned(name, "float16", 40)]
+    return jobs + variant_jobs()
+
+
+# Each switch of attention.Variant flipped, with where it changes the code: (switch, kernels, masks).
+VARIANT_JOBS = [(("descriptors",), tuple(attention.AUTOTUNED), (False, True)),
+                (("warp_specialize",), ("fwd",), (False,)),
+                (("heavy_first",), ("fwd", "dkdv", "dq"), (True,)),
+                (("fma_scores",), ("fwd",), (False,))]
+
+
+def variant_jobs() -> list[tuple]:
+    """Each variant switch flipped, at head dim 128 in bf16, on every kernel it changes, with each kernel's
+    first tuned config (the switches do not depend on the config)."""
+    return [(name, attention._config(*attention.TUNED[name][128][0]), "bfloat16", 128, causal, changes)
+            for changes, names, masks in VARIANT_JOBS for name in names for causal in masks]
 
 
 def preset_jobs(preset: str) -> list[tuple]:

@@ -117,6 +117,9 @@ def unequal_blocks(monkeypatch):
     only(flash_attention_module._attn_bwd_dq, 64, 32)
     only(flash_attention_module._attn_bwd_dkdv, 32, 64)
     only(flash_attention_module._attn_bwd_single, 32, 64)
+    flash_attention_module.forget_configs()  # plans replay the configs they were made with
+    yield
+    flash_attention_module.forget_configs()
 
 
 @pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
@@ -127,6 +130,92 @@ def unequal_blocks(monkeypatch):
 def test_unequal_query_and_key_blocks_match_the_reference(unequal_blocks, seqlen_q, seqlen_k, head_dim, dtype,
                                                           causal, backward):
     assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal, backward=backward)
+
+
+# Each of the variant's switches flipped from its default (descriptors: the interpreter loads through them,
+# and tests/conftest.py gives it the atomic add it lacks).
+FLIPPED = [{name: not getattr(flash_attention_module.VARIANT, name)}
+           for name in flash_attention_module.Variant.__dataclass_fields__]
+
+
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("changes", FLIPPED, ids=lambda changes: "-".join(f"{k}={v}" for k, v in changes.items()))
+def test_every_variant_matches_the_reference(changes, causal, backward):
+    """Padded head dim (40 in 64 columns) and tails, seqlen_q below and above seqlen_k, in both 16-bit dtypes."""
+    with flash_attention_module.variant(**changes):
+        assert_matches_reference(*inputs(50, 29, 40), torch.float16, causal, backward=backward)
+        assert_matches_reference(*inputs(29, 50, 64), torch.bfloat16, causal, backward=backward)
+
+
+def test_descriptors_fall_back_to_pointers_where_strides_do_not_allow_them():
+    """A view two bytes past an aligned base cannot be read by TMA; the same values must come out."""
+    (q, k, v), grad = inputs(37, 37, 16)
+    wide = torch.cat([q[..., :1], q], dim=-1).to(torch.float16)
+    shifted = wide[..., 1:]
+    assert shifted.data_ptr() % 16 and not flash_attention_module._descriptors(shifted)
+    with flash_attention_module.variant(descriptors=True):
+        assert flash_attention_module._descriptors(q.to(torch.float16))
+        got = flash_attention(shifted, k.half(), v.half())
+        expected = flash_attention(q.half(), k.half(), v.half())
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.fixture
+def autotuner_calls(monkeypatch):
+    """How many times each kernel went through its autotuner (Triton's own launch path)."""
+    calls = {}
+    for name, kernel in flash_attention_module.AUTOTUNED.items():
+        def counted(*args, _run=kernel.run, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "run", counted)
+    flash_attention_module.forget_configs()
+    return calls
+
+
+def test_a_plan_replays_the_first_calls_launches_without_the_autotuner(autotuner_calls):
+    (q, k, v), grad = inputs(37, 29, 16)
+    first, again = (output_and_grads(flash_attention, (q, k, v), grad, torch.float16, True) for _ in range(2))
+    assert autotuner_calls == {"fwd": 1, "dkdv": 1, "dq": 1}
+    for planned, replayed in zip(first, again, strict=True):
+        torch.testing.assert_close(replayed, planned, rtol=0, atol=0)
+    assert set(flash_attention_module.last_configs()) == {"fwd", "dkdv", "dq"}
+    output_and_grads(flash_attention, (q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v), grad,
+                     torch.float16, True)  # other strides: a new plan
+    assert autotuner_calls == {"fwd": 2, "dkdv": 2, "dq": 2}
+
+
+def test_without_plans_every_call_goes_through_the_autotuner(autotuner_calls):
+    (q, k, v), grad = inputs(37, 29, 16)
+    with flash_attention_module.variant(plans=False):
+        for _ in range(2):
+            output_and_grads(flash_attention, (q, k, v), grad, torch.float16, False)
+    assert autotuner_calls == {"fwd": 2, "dkdv": 2, "dq": 2}
+
+
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+def test_torch_compile_traces_the_kernel_as_one_operator(backward):
+    """fullgraph: no graph break; the graph holds archbench::flash_attention, and its registered backward
+    gives the eager gradients. (Dynamo's eager backend: under Triton's interpreter torch.compile cannot see
+    through wrap_triton; the inductor path runs in tests/test_gpu.py.)"""
+    (q, k, v), grad = inputs(37, 29, 16)
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    def attention(q, k, v, causal):
+        return flash_attention(q, k, v, causal=causal, backward=backward)
+
+    compiled = torch.compile(attention, backend=backend, fullgraph=True)
+    eager = output_and_grads(attention, (q, k, v), grad, torch.float16, True)
+    traced = output_and_grads(compiled, (q, k, v), grad, torch.float16, True)
+    for expected, got in zip(eager, traced, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert "archbench.flash_attention" in str(graphs[0].graph)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])

@@ -5,7 +5,7 @@
 import numpy as np
 import pytest
 import torch
-from test_flash_attention import assert_matches_reference, inputs
+from test_flash_attention import assert_matches_reference, inputs, output_and_grads
 
 import kernels.flash_attention as flash_attention_module
 from bench.machine.validate import TIMER_SIZES, timer_row
@@ -63,6 +63,9 @@ def one_config(monkeypatch):
     """Each kernel with its first config: correctness does not need autotuning, which compiles them all."""
     for kernel in flash_attention_module.AUTOTUNED.values():
         monkeypatch.setattr(kernel, "configs", kernel.configs[:1])
+    flash_attention_module.forget_configs()  # plans replay the configs they were made with
+    yield
+    flash_attention_module.forget_configs()
 
 
 def test_an_out_of_memory_case_is_recorded_and_the_next_case_runs(benchmark):
@@ -91,3 +94,31 @@ def test_every_model_runs_a_training_step_on_the_gpu(one_config, model, precisio
 def test_triton_kernel_matches_float64_at_real_shapes(one_config, seqlen, head_dim, dtype, causal, backward):
     (q, k, v), grad = inputs(seqlen, seqlen, head_dim, batch=2, heads=2)
     assert_matches_reference((q.to(GPU), k.to(GPU), v.to(GPU)), grad.to(GPU), dtype, causal, backward=backward)
+
+
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("changes", [{"descriptors": True}, {"warp_specialize": True}, {"heavy_first": False}],
+                         ids=lambda changes: "-".join(changes))
+def test_every_variant_matches_float64_on_the_gpu(one_config, changes, causal, backward):
+    (q, k, v), grad = inputs(1000, 1000, 128, batch=2, heads=2)
+    with flash_attention_module.variant(**changes):
+        assert_matches_reference((q.to(GPU), k.to(GPU), v.to(GPU)), grad.to(GPU), torch.bfloat16, causal,
+                                 backward=backward)
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"], ids=["compile", "cudagraphs"])
+def test_torch_compile_and_cuda_graphs_run_the_kernel_as_eager_does(one_config, mode):
+    """Inductor sees the kernels through the triton_op; reduce-overhead replays them in a CUDA graph."""
+    (q, k, v), grad = inputs(1000, 1000, 64, batch=2, heads=2)
+    qkv = tuple(t.to(GPU) for t in (q, k, v))
+
+    def attention(q, k, v, causal):
+        return flash_attention_module.flash_attention(q, k, v, causal=causal)
+
+    compiled = torch.compile(attention, mode=mode, fullgraph=True)
+    eager = output_and_grads(attention, qkv, grad.to(GPU), torch.bfloat16, True)
+    for _ in range(3):  # the graph is recorded on a later call than the first
+        traced = output_and_grads(compiled, qkv, grad.to(GPU), torch.bfloat16, True)
+    for expected, got in zip(eager, traced, strict=True):  # the same kernels and configs: bf16 rounding at most
+        torch.testing.assert_close(got, expected)
