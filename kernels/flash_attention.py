@@ -146,8 +146,9 @@ def _pruner(kernel: str) -> dict:
 
 
 def seqlen_bucket(seqlen: int) -> int:
-    """Autotuning is keyed on sequence lengths rounded up to a power of two: seq 1000 reuses 1024's choice."""
-    return max(16, triton.next_power_of_2(seqlen))
+    """Autotuning is keyed on sequence lengths rounded up to a power of two: seq 1000 reuses 1024's choice.
+    (Plain Python: triton.next_power_of_2 goes through a JIT wrapper costing microseconds a call.)"""
+    return max(16, 1 << (seqlen - 1).bit_length())
 
 
 # Keys of the autotuning cache (the bucketed lengths are arguments the kernels do not read); each kernel's
@@ -736,7 +737,8 @@ _SEEN: set[tuple] = set()  # call signatures whose inputs passed _check_inputs
 def _signature(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
     """What a plan depends on: shapes, strides, dtypes, devices, and 16-byte alignment (Triton compiles
     kernels specialised to it); and whether the interpreter runs, which decides if CPU tensors are valid."""
-    return (*((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16 == 0) for t in (q, k, v)), _interpreting())
+    return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
+            k.device, v.device, q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16, _interpreting())
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
