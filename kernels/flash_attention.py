@@ -47,6 +47,7 @@ class Variant:
 
     descriptors: bool = False  # tiles loaded through tensor descriptors (TMA) on sm_90+, where strides allow
     heavy_first: bool = True  # causal grids ordered heaviest blocks first, heads fastest (LPT)
+    half_diagonal: bool = False  # causal dK/dV: the masked diagonal stepped in half query blocks
     fma_scores: bool = True  # forward: the row max on the raw scores, then one FMA per score
     warp_specialize: bool = False  # forward: Triton's automatic warp specialisation of the unmasked full loop
     plans: bool = True  # eager calls replay a plan cached per call signature instead of the autotuner
@@ -153,8 +154,8 @@ def seqlen_bucket(seqlen: int) -> int:
 
 # Keys of the autotuning cache (the bucketed lengths are arguments the kernels do not read); each kernel's
 # key is the names it takes, so that every variant is tuned, and cached on disk, apart.
-TUNING_KEY = ["bucket_q", "bucket_k", "HEAD_DIM", "CAUSAL", "ATOMIC_DQ", "DESC", "HEAVY_FIRST", "FMA_SCORES",
-              "WARP_SPECIALIZE"]
+TUNING_KEY = ["bucket_q", "bucket_k", "HEAD_DIM", "CAUSAL", "ATOMIC_DQ", "DESC", "HEAVY_FIRST", "HALF_DIAGONAL",
+              "FMA_SCORES", "WARP_SPECIALIZE"]
 # Autotuning results kept on disk between processes (Triton >= 3.2), so a second run times the same kernels.
 PERSIST = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
@@ -379,12 +380,25 @@ def _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, lse_base
 
 
 @triton.jit
+def _query_sources(q_base, do_base, dq_base, seqlen_q, s_qm, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                   ATOMIC_DQ: tl.constexpr, DESC: tl.constexpr, BLOCK: tl.constexpr):
+    """Where a key block's loop reads Q and dO tiles of BLOCK rows and adds dQ (`_rows` each)."""
+    q_src = _rows(q_base, seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, BLOCK, DESC)
+    do_src = _rows(do_base, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK, DESC)
+    dq_dst = dq_base
+    if ATOMIC_DQ:
+        dq_dst = _rows(dq_base, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK, DESC)
+    return q_src, do_src, dq_dst
+
+
+@triton.jit
 def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
                  s_qz, s_qh, s_qm, s_qd, s_kz, s_kh, s_kn, s_kd, s_vz, s_vh, s_vn, s_vd,
                  n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
                  ATOMIC_DQ: tl.constexpr, DOT_PRECISION: tl.constexpr, DESC: tl.constexpr,
-                 HEAVY_FIRST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 HEAVY_FIRST: tl.constexpr, HALF_DIAGONAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
     """One program per key block: dK and dV, and with ATOMIC_DQ the fp32 sums of dQ in DQ_ACC (zeroed by
     the preprocessing kernel; the cast multiplies them by sm_scale). K is not pre-scaled by
     sm_scale * log2(e), as Triton's tutorial does: the scale is free inside exp2's FMA, and a pre-rounded K
@@ -401,21 +415,23 @@ def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
     k = _tile(k_src, start_n, offs_n, seqlen_k, s_kn, s_kd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
     v = _tile(v_src, start_n, offs_n, seqlen_k, s_vn, s_vd, offs_d, HEAD_DIM, True, EVEN_D, DESC)
     row_base = off_hz.to(tl.int64) * seqlen_q
-    q_src = _rows(Q + off_z * s_qz + off_h * s_qh, seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
-    do_src = _rows(DO + row_base * HEAD_DIM, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
-    dq_dst = DQ_ACC + row_base * HEAD_DIM
-    if ATOMIC_DQ:
-        dq_dst = _rows(dq_dst, seqlen_q, HEAD_DIM, HEAD_DIM, HEAD_DIM_PAD, BLOCK_M, DESC)
+    q_base = Q + off_z * s_qz + off_h * s_qh
+    q_src, do_src, dq_dst = _query_sources(q_base, DO + row_base * HEAD_DIM, DQ_ACC + row_base * HEAD_DIM,
+                                           seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, ATOMIC_DQ, DESC, BLOCK_M)
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
     full_q = (seqlen_q // BLOCK_M) * BLOCK_M
     if CAUSAL:  # queries before this key block never see it; those past its diagonal see all of it
+        # HALF_DIAGONAL steps the masked diagonal in half query blocks, as Triton's tutorial does (>= 16 rows)
+        DIAG_M: tl.constexpr = BLOCK_M // 2 if HALF_DIAGONAL and BLOCK_M >= 32 else BLOCK_M
+        q_diag, do_diag, dq_diag = _query_sources(q_base, DO + row_base * HEAD_DIM, DQ_ACC + row_base * HEAD_DIM,
+                                                  seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, ATOMIC_DQ, DESC, DIAG_M)
         diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)
-        dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_src, s_qm, s_qd, do_src, dq_dst, LSE + row_base,
+        dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_diag, s_qm, s_qd, do_diag, dq_diag, LSE + row_base,
                                     Delta + row_base, offs_n, offs_d, start_n, diag_hi, seqlen_q, seqlen_k,
                                     qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True, ATOMIC_DQ, DOT_PRECISION, DESC,
-                                    BLOCK_M)
+                                    DIAG_M)
         unmasked_lo = start_n + BLOCK_N
     else:
         unmasked_lo = 0
@@ -522,6 +538,7 @@ def constexprs(kernel: str, dtype: torch.dtype, head_dim: int, causal: bool, var
     of the shape, the kernel's fixed ones and the variant's, each kernel taking the names it declares."""
     every = {**shape_constexprs(dtype, head_dim, causal), **FIXED_CONSTEXPRS.get(kernel, {}),
              "DESC": descriptors, "HEAVY_FIRST": causal and variant.heavy_first,
+             "HALF_DIAGONAL": causal and variant.half_diagonal,
              "FMA_SCORES": variant.fma_scores, "WARP_SPECIALIZE": variant.warp_specialize and not causal}
     names = AUTOTUNED[kernel].fn.arg_names
     return {name: value for name, value in every.items() if name in names}

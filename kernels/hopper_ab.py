@@ -78,15 +78,17 @@ SIDES = [Side("default"), Side("descriptors", (("descriptors", True),), configs=
          Side("spill_free_configs", configs="spill_free"), Side("single_pass", backward="single_pass"),
          Side("single_pass+descriptors", (("descriptors", True),), "single_pass", "pinned"),
          Side("no_heavy_first", (("heavy_first", False),), configs="pinned"),
+         Side("half_diagonal", (("half_diagonal", True),), configs="pinned"),
          Side("no_fma_scores", (("fma_scores", False),), configs="pinned"),
          Side("warp_specialize", (("warp_specialize", True),), configs="pinned")]
 
 
 def relevant(side: Side, shape: Shape) -> bool:
-    """Switches that change nothing at this shape are not timed (heavy-first orders causal grids only; warp
-    specialisation is compiled for the full mask only)."""
+    """Switches that change nothing at this shape are not timed (heavy-first and the half diagonal change
+    causal grids only; warp specialisation is compiled for the full mask only)."""
     flipped = dict(side.changes)
-    return not ("heavy_first" in flipped and not shape.causal) and not ("warp_specialize" in flipped and shape.causal)
+    causal_only = "heavy_first" in flipped or "half_diagonal" in flipped
+    return not (causal_only and not shape.causal) and not ("warp_specialize" in flipped and shape.causal)
 
 
 class Timer:

@@ -99,6 +99,7 @@ def every_config_jobs() -> list[tuple]:
 VARIANT_JOBS = [(("descriptors",), tuple(attention.AUTOTUNED), (False, True)),
                 (("warp_specialize",), ("fwd",), (False,)),
                 (("heavy_first",), ("fwd", "dkdv", "dq"), (True,)),
+                (("half_diagonal",), ("dkdv", "single_pass"), (True,)),
                 (("fma_scores",), ("fwd",), (False,))]
 
 

@@ -132,6 +132,14 @@ def test_unequal_query_and_key_blocks_match_the_reference(unequal_blocks, seqlen
     assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal, backward=backward)
 
 
+@pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
+@pytest.mark.parametrize(("seqlen_q", "seqlen_k"), [(150, 150), (100, 170), (170, 90)], ids=str)
+def test_the_diagonal_in_half_query_blocks_matches_the_reference(unequal_blocks, seqlen_q, seqlen_k, backward):
+    """dK/dV's 32-row query blocks step the 64-key diagonal 16 rows at a time."""
+    with flash_attention_module.variant(half_diagonal=True):
+        assert_matches_reference(*inputs(seqlen_q, seqlen_k, 16, batch=1), torch.float16, True, backward=backward)
+
+
 # Each of the variant's switches flipped from its default (descriptors: the interpreter loads through them,
 # and tests/conftest.py gives it the atomic add it lacks).
 FLIPPED = [{name: not getattr(flash_attention_module.VARIANT, name)}
