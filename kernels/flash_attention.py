@@ -662,16 +662,18 @@ def last_configs() -> dict[str, str]:
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal: bool, sm_scale: float, backward: str, key: tuple):
+        """`key`: what the forward's plan depends on (`_signature` and the mask)."""
         out, lse = _forward(q, k, v, causal, sm_scale, _eager("fwd", key))
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.sm_scale, ctx.backward, ctx.key = causal, sm_scale, backward, key
+        ctx.causal, ctx.sm_scale, ctx.backward = causal, sm_scale, backward
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        key = (ctx.key, ctx.backward, grad_out.data_ptr() % 16 == 0)
+        # from the saved tensors as they come back (a saved-tensor hook may hand back other strides)
+        key = (_signature(q, k, v), grad_out.stride(), grad_out.data_ptr() % 16, ctx.causal, ctx.backward)
         dq, dk, dv = _backward(grad_out, q, k, v, out, lse, ctx.causal, ctx.sm_scale, ctx.backward,
                                _eager("bwd", key))
         return dq, dk, dv, None, None, None, None
@@ -712,12 +714,13 @@ _attention_op.register_autograd(_op_backward, setup_context=_setup_context)
 # Triton's interpreter wrap_triton hands back the bare kernel, which fake tensors cannot run.
 @_attention_op.register_fake
 def _(q, k, v, causal, sm_scale, backward):
-    return torch.empty_like(q), q.new_empty((q.shape[0] * q.shape[1], q.shape[2]), dtype=torch.float32)
+    return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
+            torch.empty((q.shape[0] * q.shape[1], q.shape[2]), dtype=torch.float32, device=q.device))
 
 
 @_attention_backward_op.register_fake
 def _(grad_out, q, k, v, out, lse, causal, sm_scale, backward):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -772,13 +775,13 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         raise ValueError(f"backward {backward!r} is not one of {', '.join(BACKWARDS)}")
     if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
-    compiling = torch.compiler.is_compiling()
-    key = None if compiling or not all(isinstance(t, torch.Tensor) for t in (q, k, v)) else _signature(q, k, v)
-    if key not in _SEEN:
+    if torch.compiler.is_compiling():  # checked once per trace; no cache for Dynamo to guard on
         _check_inputs(q, k, v)
-        if key is not None:
-            _SEEN.add(key)
-    scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    if compiling:
+        scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
         return torch.ops.archbench.flash_attention(q, k, v, bool(causal), scale, backward)[0]
-    return _FlashAttention.apply(q, k, v, bool(causal), scale, backward, key + (bool(causal),))
+    key = _signature(q, k, v) if all(isinstance(t, torch.Tensor) for t in (q, k, v)) else None
+    if key is None or key not in _SEEN:
+        _check_inputs(q, k, v)
+        _SEEN.add(key)
+    scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    return _FlashAttention.apply(q, k, v, bool(causal), scale, backward, (key, bool(causal)))

@@ -189,7 +189,11 @@ def kernel_sections(shapes: list[Shape], repeats: int, timer: Timer, report: Rep
         tensors = inputs(shape, timer.device, dtype)
         chosen: dict[str, triton.Config] = {}
         for repeat in range(repeats):
-            reference = time_phases(lambda q, k, v, c: cudnn(q, k, v, c), shape, tensors, timer)
+            try:
+                reference = time_phases(lambda q, k, v, c: cudnn(q, k, v, c), shape, tensors, timer)
+            except Exception as err:  # no cuDNN kernel here: the sides are still timed, without ratios
+                reference = {}
+                report.add(section="kernel", shape=shape.name, side="cudnn", repeat=repeat, note=failure(err))
             for phase, ms in reference.items():
                 report.add(section="kernel", shape=shape.name, side="cudnn", repeat=repeat, phase=phase, ms=ms,
                            tflops=shape.flops(phase) / ms / 1e9, vs_cudnn=1.0)
@@ -203,14 +207,18 @@ def kernel_sections(shapes: list[Shape], repeats: int, timer: Timer, report: Rep
                 try:
                     setup, times, configs = time_side(side, shape, tensors, timer, chosen)
                 except Exception as err:  # a side that fails (out of memory, no kernel) is recorded; the rest run
-                    report.add(section="kernel", shape=shape.name, side=side.name, repeat=repeat,
-                               note=f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                    report.add(section="kernel", shape=shape.name, side=side.name, repeat=repeat, note=failure(err))
                     continue
                 for phase, ms in times.items():
                     report.add(section="kernel", shape=shape.name, side=side.name, repeat=repeat, phase=phase,
-                               ms=ms, tflops=shape.flops(phase) / ms / 1e9, vs_cudnn=reference[phase] / ms,
+                               ms=ms, tflops=shape.flops(phase) / ms / 1e9,
+                               vs_cudnn=reference[phase] / ms if reference else None,
                                setup_s=round(setup, 2), configs="; ".join(f"{k}: {v}" for k, v in configs.items()))
         del tensors
+
+
+def failure(err: Exception) -> str:
+    return f"error: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
 
 
 def time_side(side: Side, shape: Shape, tensors: tuple, timer: Timer,
@@ -269,9 +277,10 @@ def summary(rows: list[dict], device: str) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for (shape, side, phase), group in timed.items():
         ms = statistics.median(r["ms"] for r in group)
+        ratios = [r["vs_cudnn"] for r in group if r.get("vs_cudnn")]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else ""
         lines.append(f"| {shape} | {side} | {phase} | {ms:.3f} | {statistics.median(r['tflops'] for r in group):.0f} "
-                     f"| {statistics.median(r['vs_cudnn'] for r in group):.2f} | {len(group)} "
-                     f"| {group[0].get('setup_s', '')} |")
+                     f"| {ratio} | {len(group)} | {group[0].get('setup_s', '')} |")
     untimed = [f"- {r['shape']}, {r['side']}, repeat {r['repeat']}: {r['note']}" for r in rows
                if r["section"] == "kernel" and not r.get("ms")]
     lines += ["", "Not timed:", *untimed] if untimed else []

@@ -5,6 +5,7 @@ torch.compile through `torch.library.wrap_triton`."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -53,12 +54,14 @@ class Plans:
     def __init__(self) -> None:
         self._plans: dict[Hashable, tuple[Step, ...]] = {}
         self.last: dict[str, tuple[Step, ...]] = {}
+        self._planning = threading.Lock()  # an autotuner's best_config is shared: one plan is made at a time
 
     def run(self, kind: str, key: Hashable, launches: Sequence[Launch]) -> None:
         """Replay the plan of (kind, key), planning it on the first call."""
         steps = self._plans.get((kind, key))
         if steps is None:
-            steps = self._plans[(kind, key)] = tuple(plan(launch) for launch in launches)
+            with self._planning:
+                steps = self._plans[(kind, key)] = tuple(plan(launch) for launch in launches)
         else:
             for step, launch in zip(steps, launches, strict=True):
                 step.run(*launch.args, *step.tail)

@@ -66,17 +66,20 @@ def test_forward_and_gradients_match_float64_reference(seqlen_q, seqlen_k, head_
     assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim), dtype, causal, backward=backward)
 
 
+@pytest.mark.parametrize("descriptors", [False, True], ids=["pointers", "descriptors"])
 @pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize(("seqlen_q", "seqlen_k"), [(17, 17), (20, 33), (33, 20)], ids=str)
-def test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, backward):
-    """Keys past a sequence's last full block load as zeros; where every real score is far below 0, the
-    probability exp2(0 - lse) of such a padded key is inf, and it must not reach a gradient (inf * 0 = NaN)."""
+def test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, backward, descriptors):
+    """Keys past a sequence's last full block load as zeros (through pointers or descriptors); where every
+    real score is far below 0, the probability exp2(0 - lse) of such a padded key is inf, and it must not
+    reach a gradient (inf * 0 = NaN)."""
     gen = torch.Generator().manual_seed(0)
     q = torch.full((1, 1, seqlen_q, 16), -5.0, dtype=torch.float64)
     k = 5.0 + 0.01 * torch.randn(1, 1, seqlen_k, 16, generator=gen, dtype=torch.float64)
     v, grad = torch.randn(1, 1, seqlen_k, 16, generator=gen), torch.randn(1, 1, seqlen_q, 16, generator=gen)
-    assert_matches_reference((q, k, v.double()), grad.double(), torch.float32, causal, backward=backward)
+    with flash_attention_module.variant(descriptors=descriptors):
+        assert_matches_reference((q, k, v.double()), grad.double(), torch.float32, causal, backward=backward)
 
 
 @pytest.fixture
@@ -101,7 +104,7 @@ def test_single_pass_dq_does_not_depend_on_the_order_a_dot_adds_in(dot_adding_in
     """Where every score of a row is about -100 and the keys share a large mean, dQ = dS @ K cancels: a row's
     dS sums to ~0. The single pass's recomputed probabilities must round as the forward's did, or their
     difference (~1e-5 relative) reaches dQ 20-30x above PyTorch's own error."""
-    test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, "single_pass")
+    test_gradients_stay_finite_where_scores_are_very_negative(seqlen_q, seqlen_k, causal, "single_pass", False)
 
 
 @pytest.fixture
@@ -161,9 +164,9 @@ def test_descriptors_fall_back_to_pointers_where_strides_do_not_allow_them():
     (q, k, v), grad = inputs(37, 37, 16)
     wide = torch.cat([q[..., :1], q], dim=-1).to(torch.float16)
     shifted = wide[..., 1:]
-    assert shifted.data_ptr() % 16 and not flash_attention_module._descriptors(shifted)
     with flash_attention_module.variant(descriptors=True):
         assert flash_attention_module._descriptors(q.to(torch.float16))
+        assert shifted.data_ptr() % 16 and not flash_attention_module._descriptors(shifted)
         got = flash_attention(shifted, k.half(), v.half())
         expected = flash_attention(q.half(), k.half(), v.half())
     torch.testing.assert_close(got, expected, rtol=0, atol=0)

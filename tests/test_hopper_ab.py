@@ -18,8 +18,20 @@ def one_small_shape(monkeypatch):
     monkeypatch.setattr(hopper_ab, "SIDES", [*chosen, hopper_ab.Side("broken", backward="fused")])
 
 
-def test_a_smoke_run_times_every_side_beside_cudnn_and_the_host_loop(one_small_shape, tmp_path):
+def test_a_smoke_run_times_every_side_beside_cudnn_and_the_host_loop(one_small_shape, tmp_path, monkeypatch):
+    pins = {}
+    configs_for = hopper_ab.configs_for
+
+    def recording(side, head_dim, chosen):
+        pins[side.name] = dict(chosen)
+        return configs_for(side, head_dim, chosen)
+
+    monkeypatch.setattr(hopper_ab, "configs_for", recording)
     assert hopper_ab.main(["--out", str(tmp_path), "--smoke", "--repeats", "1", "--calls", "2"]) == 0
+    # the pinned sides get the configs the default side's kernels ran with
+    ran = {name: str(fa.AUTOTUNED[name].configs[0]) for name in ("fwd", "dkdv", "dq")}
+    assert {name: str(config) for name, config in pins["no_heavy_first"].items()} == ran
+    assert set(pins["descriptors"]) == {"fwd", "dkdv", "dq"}
     rows = list(csv.DictReader((tmp_path / "ab.csv").open()))
     timed = {(row["side"], row["phase"]) for row in rows if row["section"] == "kernel" and row["ms"]}
     # warp specialisation changes only the full mask's loop: not timed at a causal shape
@@ -27,8 +39,6 @@ def test_a_smoke_run_times_every_side_beside_cudnn_and_the_host_loop(one_small_s
                                                 "no_heavy_first") for phase in ("fwd", "bwd")}
     failed = [row for row in rows if row["side"] == "broken"]  # recorded, and the run went on
     assert [row["note"] for row in failed] == ["error: ValueError: backward 'fused' is not one of split, single_pass"]
-    pinned = {row["configs"] for row in rows if row["side"] in ("default", "descriptors") and row["phase"] == "fwd"}
-    assert len(pinned) == 1 and "fwd: BLOCK_M" in pinned.pop()  # the pinned side ran the default's configs
     host = [(row["side"], row["phase"]) for row in rows if row["section"] == "host"]
     assert host == [(side, phase) for phase in ("fwd", "fwdbwd") for side in ("sdpa", "triton", "triton_unplanned")]
     assert all(float(row["host_us"]) > 0 for row in rows if row["section"] == "host")
