@@ -147,9 +147,14 @@ def _pruner(kernel: str) -> dict:
     return {"early_config_prune": prune}
 
 
+# The host path's integer helpers are plain Python: triton.cdiv and triton.next_power_of_2 go through a JIT
+# wrapper that costs ~5 us a call, on every call.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def seqlen_bucket(seqlen: int) -> int:
-    """Autotuning is keyed on sequence lengths rounded up to a power of two: seq 1000 reuses 1024's choice.
-    (Plain Python: triton.next_power_of_2 goes through a JIT wrapper costing microseconds a call.)"""
+    """Autotuning is keyed on sequence lengths rounded up to a power of two: seq 1000 reuses 1024's choice."""
     return max(16, 1 << (seqlen - 1).bit_length())
 
 
@@ -516,10 +521,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
     _store_tile(DQ + rows, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM)
 
 
+@functools.cache
 def shape_constexprs(dtype: torch.dtype, head_dim: int, causal: bool) -> dict:
     """The constexpr arguments every kernel shares: head dim (padded to a power of two), the mask, and the
-    dot precision (IEEE for fp32 inputs, so fp32 results match PyTorch's fp32 rather than TF32)."""
-    padded = max(16, triton.next_power_of_2(head_dim))
+    dot precision (IEEE for fp32 inputs, so fp32 results match PyTorch's fp32 rather than TF32). Cached:
+    callers read it, never change it."""
+    padded = seqlen_bucket(head_dim)
     return {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": padded, "EVEN_D": head_dim == padded, "CAUSAL": causal,
             "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
 
@@ -572,7 +579,7 @@ def _descriptors(*tensors: torch.Tensor) -> bool:
 def _blocks(n: int, block: str, batch_heads: int, heavy_first: bool):
     """A grid over n rows in blocks of meta[block] by batch x heads, heads first under HEAVY_FIRST."""
     def grid(meta: dict) -> tuple[int, int]:
-        blocks = triton.cdiv(n, meta[block])
+        blocks = _cdiv(n, meta[block])
         return (batch_heads, blocks) if heavy_first else (blocks, batch_heads)
 
     return grid
@@ -612,7 +619,7 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    preprocess_grid = (triton.cdiv(seqlen_q, PREPROCESS_ROWS), batch * heads)
+    preprocess_grid = (_cdiv(seqlen_q, PREPROCESS_ROWS), batch * heads)
     launches = [Launch("preprocess", _attn_bwd_preprocess, lambda meta: preprocess_grid,
                        (out, grad_out, delta, dq_sums, seqlen_q),
                        {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": shape["HEAD_DIM_PAD"], "ZERO_DQ": single,
@@ -625,7 +632,7 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
         launches += [
             _kernel_launch("single_pass", seqlen_k, "BLOCK_N", (q, k, v, grad_out, dk, dv, dq_sums, lse, delta,
                                                                 *strides), q, causal, descriptors),
-            Launch("cast", _attn_bwd_dq_cast, lambda meta: (triton.cdiv(elements, CAST_BLOCK),),
+            Launch("cast", _attn_bwd_dq_cast, lambda meta: (_cdiv(elements, CAST_BLOCK),),
                    (dq_sums, dq, elements, sm_scale), {"BLOCK": CAST_BLOCK})]
     else:  # lse stands in for dK/dV's unused DQ_ACC
         launches += [
