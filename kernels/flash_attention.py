@@ -47,7 +47,7 @@ class Variant:
 
     descriptors: bool = False  # tiles loaded through tensor descriptors (TMA) on sm_90+, where strides allow
     heavy_first: bool = True  # causal grids ordered heaviest blocks first, heads fastest (LPT)
-    half_diagonal: bool = False  # causal dK/dV: the masked diagonal stepped in half query blocks
+    half_diagonal: bool = False  # causal backward: the masked diagonal stepped in half blocks
     fma_scores: bool = True  # forward: the row max on the raw scores, then one FMA per score
     warp_specialize: bool = False  # forward: Triton's automatic warp specialisation of the unmasked full loop
     plans: bool = True  # eager calls replay a plan cached per call signature instead of the autotuner
@@ -431,8 +431,10 @@ def _attn_bwd_kv(Q, K, V, DO, DK, DV, DQ_ACC, LSE, Delta,
     if CAUSAL:  # queries before this key block never see it; those past its diagonal see all of it
         # HALF_DIAGONAL steps the masked diagonal in half query blocks, as Triton's tutorial does (>= 16 rows)
         DIAG_M: tl.constexpr = BLOCK_M // 2 if HALF_DIAGONAL and BLOCK_M >= 32 else BLOCK_M
-        q_diag, do_diag, dq_diag = _query_sources(q_base, DO + row_base * HEAD_DIM, DQ_ACC + row_base * HEAD_DIM,
-                                                  seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, ATOMIC_DQ, DESC, DIAG_M)
+        q_diag, do_diag, dq_diag = q_src, do_src, dq_dst
+        if DIAG_M != BLOCK_M:  # descriptors of the half blocks
+            q_diag, do_diag, dq_diag = _query_sources(q_base, DO + row_base * HEAD_DIM, DQ_ACC + row_base * HEAD_DIM,
+                                                      seqlen_q, s_qm, HEAD_DIM, HEAD_DIM_PAD, ATOMIC_DQ, DESC, DIAG_M)
         diag_hi = tl.minimum(start_n + BLOCK_N, seqlen_q)
         dk, dv = _attn_bwd_kv_inner(dk, dv, k, v, q_diag, s_qm, s_qd, do_diag, dq_diag, LSE + row_base,
                                     Delta + row_base, offs_n, offs_d, start_n, diag_hi, seqlen_q, seqlen_k,
@@ -492,7 +494,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
                  n_heads, seqlen_q, seqlen_k, bucket_q, bucket_k, qk_scale, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr, DESC: tl.constexpr, HEAVY_FIRST: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 HALF_DIAGONAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     block, off_hz = _block_and_head(HEAVY_FIRST, True)
     start_m = block * BLOCK_M
     off_z = (off_hz // n_heads).to(tl.int64)
@@ -506,17 +508,26 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta,
     do = _tile(do_src, start_m, offs_m, seqlen_q, HEAD_DIM, 1, offs_d, HEAD_DIM, True, EVEN_D, DESC)
     lse = tl.load(LSE + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     delta = tl.load(Delta + row_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
-    k_src = _rows(K + off_z * s_kz + off_h * s_kh, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
-    v_src = _rows(V + off_z * s_vz + off_h * s_vh, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    k_base = K + off_z * s_kz + off_h * s_kh
+    v_base = V + off_z * s_vz + off_h * s_vh
+    k_src = _rows(k_base, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
+    v_src = _rows(v_base, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, BLOCK_N, DESC)
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
     unmasked_hi, masked_hi = _key_blocks(start_m, seqlen_k, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                             0, unmasked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, False, DOT_PRECISION,
                             DESC, BLOCK_N)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_src, v_src, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
+    # HALF_DIAGONAL steps the causal diagonal's keys in half blocks, as Triton's tutorial does (>= 16 keys)
+    DIAG_N: tl.constexpr = BLOCK_N // 2 if HALF_DIAGONAL and CAUSAL and BLOCK_N >= 32 else BLOCK_N
+    k_diag = k_src
+    v_diag = v_src
+    if DIAG_N != BLOCK_N:  # descriptors of the half blocks
+        k_diag = _rows(k_base, seqlen_k, s_kn, HEAD_DIM, HEAD_DIM_PAD, DIAG_N, DESC)
+        v_diag = _rows(v_base, seqlen_k, s_vn, HEAD_DIM, HEAD_DIM_PAD, DIAG_N, DESC)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_diag, v_diag, s_kn, s_kd, s_vn, s_vd, offs_m, offs_d,
                             unmasked_hi, masked_hi, seqlen_k, qk_scale, HEAD_DIM, EVEN_D, CAUSAL, True,
-                            DOT_PRECISION, DESC, BLOCK_N)
+                            DOT_PRECISION, DESC, DIAG_N)
     rows = row_base * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     _store_tile(DQ + rows, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM)
 

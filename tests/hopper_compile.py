@@ -95,11 +95,12 @@ def every_config_jobs() -> list[tuple]:
     return jobs + variant_jobs()
 
 
-# Each switch of attention.Variant flipped, with where it changes the code: (switch, kernels, masks).
+# Switches of attention.Variant flipped, with where they change the code: (switches, kernels, masks).
 VARIANT_JOBS = [(("descriptors",), tuple(attention.AUTOTUNED), (False, True)),
                 (("warp_specialize",), ("fwd",), (False,)),
                 (("heavy_first",), ("fwd", "dkdv", "dq"), (True,)),
-                (("half_diagonal",), ("dkdv", "single_pass"), (True,)),
+                (("half_diagonal",), ("dkdv", "dq", "single_pass"), (True,)),
+                (("descriptors", "half_diagonal"), ("dkdv", "dq", "single_pass"), (True,)),
                 (("fma_scores",), ("fwd",), (False,))]
 
 

@@ -135,11 +135,14 @@ def test_unequal_query_and_key_blocks_match_the_reference(unequal_blocks, seqlen
     assert_matches_reference(*inputs(seqlen_q, seqlen_k, head_dim, batch=1), dtype, causal, backward=backward)
 
 
+@pytest.mark.parametrize("descriptors", [False, True], ids=["pointers", "descriptors"])
 @pytest.mark.parametrize("backward", flash_attention_module.BACKWARDS)
 @pytest.mark.parametrize(("seqlen_q", "seqlen_k"), [(150, 150), (100, 170), (170, 90)], ids=str)
-def test_the_diagonal_in_half_query_blocks_matches_the_reference(unequal_blocks, seqlen_q, seqlen_k, backward):
-    """dK/dV's 32-row query blocks step the 64-key diagonal 16 rows at a time."""
-    with flash_attention_module.variant(half_diagonal=True):
+def test_the_diagonal_in_half_blocks_matches_the_reference(unequal_blocks, seqlen_q, seqlen_k, backward,
+                                                           descriptors):
+    """dK/dV's 32-row query blocks step the 64-key diagonal 16 rows at a time, and dQ's 32-key blocks
+    step its diagonal 16 keys at a time (through descriptors of the half blocks, or pointers)."""
+    with flash_attention_module.variant(half_diagonal=True, descriptors=descriptors):
         assert_matches_reference(*inputs(seqlen_q, seqlen_k, 16, batch=1), torch.float16, True, backward=backward)
 
 
