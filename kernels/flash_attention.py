@@ -794,13 +794,13 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         raise ValueError(f"backward {backward!r} is not one of {', '.join(BACKWARDS)}")
     if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
-    if torch.compiler.is_compiling():  # checked once per trace; no cache for Dynamo to guard on
-        _check_inputs(q, k, v)
-        scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-        return torch.ops.archbench.flash_attention(q, k, v, bool(causal), scale, backward)[0]
-    key = _signature(q, k, v) if all(isinstance(t, torch.Tensor) for t in (q, k, v)) else None
+    compiling = torch.compiler.is_compiling()  # checked once per trace: no cache for Dynamo to guard on
+    key = None if compiling or not all(isinstance(t, torch.Tensor) for t in (q, k, v)) else _signature(q, k, v)
     if key is None or key not in _SEEN:
         _check_inputs(q, k, v)
-        _SEEN.add(key)
+        if key is not None:
+            _SEEN.add(key)
     scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if compiling:
+        return torch.ops.archbench.flash_attention(q, k, v, bool(causal), scale, backward)[0]
     return _FlashAttention.apply(q, k, v, bool(causal), scale, backward, (key, bool(causal)))
