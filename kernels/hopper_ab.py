@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import triton
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels.flash_attention as fa
+from bench.sweep.attention import ATTENTION
 
 # The configs before they were chosen by time (each compiled without spills; kernels/README.md).
 SPILL_FREE = {
@@ -147,19 +146,12 @@ def inputs(shape: Shape, device: torch.device, dtype: torch.dtype) -> tuple[torc
     return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), grad
 
 
-def cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """The side every ratio is taken against: SDPA's cuDNN backend on a GPU, SDPA's choice on a CPU."""
-    backend = SDPBackend.CUDNN_ATTENTION if q.is_cuda else SDPBackend.MATH
-    with sdpa_kernel(backend):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-
 def time_phases(attn: Callable, shape: Shape, tensors: tuple, timer: Timer) -> dict[str, float]:
     """Forward, and backward alone (from a graph kept for every call), in ms."""
     q, k, v, grad = tensors
     with torch.no_grad():
-        forward = timer(lambda: attn(q, k, v, shape.causal))
-    out = attn(q, k, v, shape.causal)
+        forward = timer(lambda: attn(q, k, v, causal=shape.causal))
+    out = attn(q, k, v, causal=shape.causal)
     backward = timer(lambda: out.backward(grad, retain_graph=True), grad_to_none=[q, k, v])
     return {"fwd": forward, "bwd": backward}
 
@@ -190,7 +182,9 @@ def kernel_sections(shapes: list[Shape], repeats: int, timer: Timer, report: Rep
         chosen: dict[str, triton.Config] = {}
         for repeat in range(repeats):
             try:
-                reference = time_phases(lambda q, k, v, c: cudnn(q, k, v, c), shape, tensors, timer)
+                # every ratio is to the suite's own sdpa_cudnn (SDPA's math backend on a CPU rehearsal)
+                cudnn = ATTENTION["sdpa_cudnn" if timer.device.type == "cuda" else "sdpa_math"].fn
+                reference = time_phases(cudnn, shape, tensors, timer)
             except Exception as err:  # no cuDNN kernel here: the sides are still timed, without ratios
                 reference = {}
                 report.add(section="kernel", shape=shape.name, side="cudnn", repeat=repeat, note=failure(err))
@@ -225,11 +219,11 @@ def time_side(side: Side, shape: Shape, tensors: tuple, timer: Timer,
               chosen: dict[str, triton.Config]) -> tuple[float, dict[str, float], dict[str, str]]:
     """Seconds the first call took (autotuning and compiling), the phases' ms, and the configs run."""
     with configs_for(side, shape.head_dim, chosen), fa.variant(**dict(side.changes)):
-        def attn(q, k, v, causal):
+        def attn(q, k, v, *, causal):
             return fa.flash_attention(q, k, v, causal=causal, backward=side.backward)
 
         start = time.monotonic()
-        attn(*tensors[:3], shape.causal).backward(tensors[3])
+        attn(*tensors[:3], causal=shape.causal).backward(tensors[3])
         timer.sync()
         setup = time.monotonic() - start
         times = time_phases(attn, shape, tensors, timer)
@@ -242,18 +236,16 @@ def time_side(side: Side, shape: Shape, tensors: tuple, timer: Timer,
 def host_section(shape: Shape, calls: int, timer: Timer, report: Report, dtype: torch.dtype) -> None:
     """Host cost per call: `calls` back-to-back calls of a shape too small to keep the GPU busy, then one sync."""
     q, k, v, grad = inputs(shape, timer.device, dtype)
-    sides = {"sdpa": lambda q, k, v, c: F.scaled_dot_product_attention(q, k, v, is_causal=c),
-             "triton": lambda q, k, v, c: fa.flash_attention(q, k, v, causal=c),
-             "triton_unplanned": lambda q, k, v, c: fa.flash_attention(q, k, v, causal=c)}
+    sides = {"sdpa": ATTENTION["sdpa"].fn, "triton": ATTENTION["triton"].fn, "triton_unplanned": ATTENTION["triton"].fn}
     for phase in ("fwd", "fwdbwd"):
         for name, attn in sides.items():
             with fa.variant(plans=name != "triton_unplanned"):
                 def call(attn=attn, phase=phase):
                     if phase == "fwd":
                         with torch.no_grad():
-                            attn(q, k, v, shape.causal)
+                            attn(q, k, v, causal=shape.causal)
                     else:
-                        attn(q, k, v, shape.causal).backward(grad)
+                        attn(q, k, v, causal=shape.causal).backward(grad)
 
                 call()
                 timer.sync()
