@@ -45,7 +45,8 @@ def compile_one(name: str, config: triton.Config, dtype: str, head_dim: int, cau
     """Compile one config of one kernel, with the default variant or the switches named in `changes` flipped
     (`descriptors` turns tensor-descriptor loads on)."""
     fn = attention.AUTOTUNED[name].fn
-    variant = dataclasses.replace(attention.Variant(), **{c: not getattr(attention.VARIANT, c) for c in changes})
+    defaults = attention.Variant()
+    variant = dataclasses.replace(defaults, **{c: not getattr(defaults, c) for c in changes})
     constexprs = {**attention.constexprs(name, TORCH_DTYPE[dtype], head_dim, causal, variant, variant.descriptors),
                   **config.kwargs}
     signature = {}
