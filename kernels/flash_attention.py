@@ -601,7 +601,7 @@ def _kernel_launch(name: str, grid_rows: int, block: str, args: tuple, q: torch.
     """A launch of one of AUTOTUNED's kernels over grid_rows rows, in blocks of the config's `block`."""
     fixed = constexprs(name, q.dtype, q.shape[-1], causal, VARIANT, descriptors)
     grid = _blocks(grid_rows, block, q.shape[0] * q.shape[1], fixed.get("HEAVY_FIRST", False))
-    return Launch(name, AUTOTUNED[name], grid, args, fixed)
+    return Launch(AUTOTUNED[name], grid, args, fixed)
 
 
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
@@ -631,7 +631,7 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     preprocess_grid = (_cdiv(seqlen_q, PREPROCESS_ROWS), batch * heads)
-    launches = [Launch("preprocess", _attn_bwd_preprocess, lambda meta: preprocess_grid,
+    launches = [Launch(_attn_bwd_preprocess, lambda meta: preprocess_grid,
                        (out, grad_out, delta, dq_sums, seqlen_q),
                        {"HEAD_DIM": head_dim, "HEAD_DIM_PAD": shape["HEAD_DIM_PAD"], "ZERO_DQ": single,
                         "BLOCK_M": PREPROCESS_ROWS})]
@@ -643,7 +643,7 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
         launches += [
             _kernel_launch("single_pass", seqlen_k, "BLOCK_N", (q, k, v, grad_out, dk, dv, dq_sums, lse, delta,
                                                                 *strides), q, causal, descriptors),
-            Launch("cast", _attn_bwd_dq_cast, lambda meta: (_cdiv(elements, CAST_BLOCK),),
+            Launch(_attn_bwd_dq_cast, lambda meta: (_cdiv(elements, CAST_BLOCK),),
                    (dq_sums, dq, elements, sm_scale), {"BLOCK": CAST_BLOCK})]
     else:  # lse stands in for dK/dV's unused DQ_ACC
         launches += [
@@ -671,11 +671,10 @@ def forget_configs() -> None:
 
 
 def last_configs() -> dict[str, str]:
-    """The config each autotuned kernel last ran with (tuned, or read from the cache), by kernel."""
-    planned = {step.name: step.config for steps in PLANS.last.values() for step in steps if step.config}
-    tuned = {name: str(kernel.best_config) for name, kernel in AUTOTUNED.items()
-             if getattr(kernel, "best_config", None) is not None}
-    return {**tuned, **planned}
+    """The config each autotuned kernel last ran with (tuned, or read from the cache), by kernel: a plan's
+    replays run the config its first call chose, and `forget_configs` comes before every case."""
+    return {name: str(kernel.best_config) for name, kernel in AUTOTUNED.items()
+            if getattr(kernel, "best_config", None) is not None}
 
 
 class _FlashAttention(torch.autograd.Function):

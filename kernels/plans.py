@@ -14,11 +14,10 @@ from triton.runtime.autotuner import Autotuner
 
 
 class Launch(NamedTuple):
-    """One kernel launch: a name, the kernel (autotuned or plain), its grid from the config's meta, the
-    runtime arguments in the kernel's order (every kernel here takes its constexprs after them), and the
+    """One kernel launch: the kernel (autotuned or plain), its grid from the config's meta, the runtime
+    arguments in the kernel's order (every kernel here takes its constexprs after them), and the
     constexprs the caller sets."""
 
-    name: str
     kernel: Any
     grid: Callable[[dict], tuple[int, ...]]
     args: tuple
@@ -26,12 +25,10 @@ class Launch(NamedTuple):
 
 
 class Step(NamedTuple):
-    """A planned launch: the compiled kernel at its grid, its constexprs in argument order, its config."""
+    """A planned launch: the compiled kernel at its grid, and its constexprs in argument order."""
 
-    name: str
     run: Callable[..., Any]
     tail: tuple
-    config: str | None
 
 
 def plan(launch: Launch) -> Step:
@@ -45,15 +42,14 @@ def plan(launch: Launch) -> Step:
     grid = (*launch.grid(meta), 1, 1)[:3]
     # Under TRITON_INTERPRET=1 nothing compiles: the interpreted function replays, with the same arguments.
     run = compiled[grid] if compiled is not None else fn[grid]
-    return Step(launch.name, run, tail, str(config) if config else None)
+    return Step(run, tail)
 
 
 class Plans:
-    """Planned launches by call signature; `last` keeps the steps each kind of call ran last."""
+    """Planned launches by call signature."""
 
     def __init__(self) -> None:
         self._plans: dict[Hashable, tuple[Step, ...]] = {}
-        self.last: dict[str, tuple[Step, ...]] = {}
         self._planning = threading.Lock()  # an autotuner's best_config is shared: one plan is made at a time
 
     def run(self, kind: str, key: Hashable, launches: Sequence[Launch]) -> None:
@@ -65,11 +61,9 @@ class Plans:
         else:
             for step, launch in zip(steps, launches, strict=True):
                 step.run(*launch.args, *step.tail)
-        self.last[kind] = steps
 
     def clear(self) -> None:
         self._plans.clear()
-        self.last.clear()
 
 
 def dispatch(launches: Sequence[Launch]) -> None:
