@@ -199,6 +199,30 @@ def test_a_plan_replays_the_first_calls_launches_without_the_autotuner(autotuner
     output_and_grads(flash_attention, (q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v), grad,
                      torch.float16, True)  # other strides: a new plan
     assert autotuner_calls == {"fwd": 2, "dkdv": 2, "dq": 2}
+    flash_attention_module.forget_configs()  # plans forgotten: the next call plans again
+    output_and_grads(flash_attention, (q, k, v), grad, torch.float16, True)
+    assert autotuner_calls == {"fwd": 3, "dkdv": 3, "dq": 3}
+
+
+def test_a_plan_launches_the_grid_of_the_config_the_autotuner_chose(monkeypatch):
+    """Two forward configs, the autotuner's timings stubbed so that the second (16-row blocks) wins: the
+    replay must launch that config's grid, not the first's (32-row blocks: half the programs)."""
+    kernel = flash_attention_module._attn_fwd
+    wide, narrow = (triton.Config({"BLOCK_M": rows, "BLOCK_N": 16}, num_warps=4, num_stages=1) for rows in (32, 16))
+    monkeypatch.setattr(kernel, "configs", [wide, narrow])
+    monkeypatch.setattr(kernel, "early_config_prune", None)  # it asks a GPU for its shared memory
+    monkeypatch.setattr(kernel, "cache_results", False)
+    monkeypatch.setattr(kernel, "cache", {})
+    monkeypatch.setattr(kernel, "_bench", lambda *args, config, **meta: [0.0 if config is narrow else 1.0])
+    flash_attention_module.forget_configs()
+    q, k, v = (t.half() for t in inputs(50, 40, 16)[0])
+    expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float()).half()
+    with torch.no_grad():
+        planned, replayed = (flash_attention(q, k, v) for _ in range(2))
+    assert kernel.best_config is narrow
+    flash_attention_module.forget_configs()  # the plan holds the stubbed choice
+    torch.testing.assert_close(planned, expected, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(replayed, planned, rtol=0, atol=0)
 
 
 def test_without_plans_every_call_goes_through_the_autotuner(autotuner_calls):
